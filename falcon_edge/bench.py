@@ -1,0 +1,107 @@
+"""Speculative vs plain decoding, side by side in one process: tokens/s, speedup, τ, acceptance.
+
+Both modes run on the same engine (``speculative=False`` is the identical loop without drafting), greedy, on the
+same prompts; each prompt runs plain first, then speculative. Speed counts decoding only (the prefill is excluded,
+and the second run of a prompt reuses its cached prefix). Ratios are the claim; absolute tokens/s are context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import __version__, models
+from .datasets import DATASETS, load_prompts
+from .engine import EdgeFalcon
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_threads: int | None = None,
+        tree_budget: int = 0, progress: bool = True) -> dict:
+    """Runs the comparison and returns the report (see :func:`format_table`)."""
+    llm = EdgeFalcon(target, drafter=drafter, n_threads=n_threads, tree_budget=tree_budget, n_ctx=4096)
+    report = {
+        "target": str(target), "drafter": str(drafter), "max_tokens": max_tokens, "n_threads": n_threads,
+        "tree_budget": tree_budget, "verify_cost": list(llm._native_engine().verify_cost()),
+        "machine": platform.processor() or platform.machine(), "commit": _commit(), "version": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "datasets": {},
+    }
+    for name in datasets:
+        prompts = load_prompts(name, n_prompts)
+        rows = []
+        for prompt in tqdm(prompts, desc=name, disable=not progress):
+            messages = [{"role": "user", "content": prompt}]
+            plain = llm.chat(messages, max_tokens=max_tokens, temperature=0.0, speculative=False)["falcon"]
+            spec = llm.chat(messages, max_tokens=max_tokens, temperature=0.0)["falcon"]
+            rows.append({"plain": plain, "spec": spec})
+        t_plain = sum(r["plain"]["t_total_s"] - r["plain"]["t_prefill_s"] for r in rows)
+        t_spec = sum(r["spec"]["t_total_s"] - r["spec"]["t_prefill_s"] for r in rows)
+        n_plain = sum(r["plain"]["n_generated"] for r in rows)
+        n_spec = sum(r["spec"]["n_generated"] for r in rows)
+        cycles = sum(r["spec"]["n_cycles"] for r in rows)
+        accepted = sum(r["spec"]["n_accepted"] for r in rows)
+        drafted = sum(r["spec"]["n_drafted"] for r in rows)
+        report["datasets"][name] = {
+            "n_prompts": len(rows),
+            "plain_tokens_per_s": n_plain / t_plain,
+            "spec_tokens_per_s": n_spec / t_spec,
+            "speedup": (n_spec / t_spec) / (n_plain / t_plain),
+            "tau": (accepted + cycles) / cycles if cycles else 1.0,
+            "alpha": accepted / n_spec if n_spec else 0.0,
+            "draft_acceptance": accepted / drafted if drafted else 0.0,
+            "mean_tree_nodes": statistics.mean(r["spec"]["n_nodes_max"] for r in rows),
+            "draft_s_share": sum(r["spec"]["t_draft_s"] for r in rows) / t_spec,
+            "rows": rows,
+        }
+    return report
+
+
+def format_table(report: dict) -> str:
+    """A fixed-width table of the per-dataset summary."""
+    lines = [f"target {report['target']}  drafter {report['drafter']}  threads {report['n_threads']}  "
+             f"commit {report['commit']}  {report['date']}",
+             f"{'dataset':<10} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>8} {'tau':>6} {'alpha':>6} {'accept':>7}"]
+    for name, d in report["datasets"].items():
+        lines.append(f"{name:<10} {d['plain_tokens_per_s']:>11.2f} {d['spec_tokens_per_s']:>10.2f} {d['speedup']:>7.2f}x "
+                     f"{d['tau']:>6.2f} {d['alpha']:>6.2f} {d['draft_acceptance']:>7.2f}")
+    return "\n".join(lines)
+
+
+def add_cli(subparsers) -> None:
+    """Registers ``falcon-edge bench``."""
+    p = subparsers.add_parser("bench", help="speculative vs plain decoding on MT-Bench / HumanEval / GSM8K prompts")
+    p.add_argument("-m", "--model", default=models.DEFAULT_TARGET, help="target: registry name or GGUF path")
+    p.add_argument("-md", "--drafter", default="ngram", help="'ngram' or a falcon-sar drafter GGUF")
+    p.add_argument("--dataset", action="append", choices=list(DATASETS), help="repeatable; default: all three")
+    p.add_argument("--n-prompts", type=int, default=5, help="prompts per dataset")
+    p.add_argument("-n", "--max-tokens", type=int, default=128)
+    p.add_argument("-t", "--threads", type=int, default=None)
+    p.add_argument("--tree-budget", type=int, default=0, help="fixed nodes per tree (0: sized from the cost curve)")
+    p.add_argument("-o", "--output", default="bench/results", help="directory for the JSON report")
+    p.set_defaults(func=_cli_bench)
+
+
+def _cli_bench(args) -> int:
+    report = run(args.model, args.drafter, args.dataset or list(DATASETS), args.n_prompts, args.max_tokens,
+                 n_threads=args.threads, tree_budget=args.tree_budget)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = out / f"bench-{stamp}.json"
+    path.write_text(json.dumps(report, indent=1))
+    print(format_table(report))
+    print(f"wrote {path}")
+    return 0

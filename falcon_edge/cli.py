@@ -1,0 +1,153 @@
+"""The ``falcon-edge`` command line: demo, generate, chat, bench, models.
+
+Flags mirror llama.cpp where they exist (-m, -md, -c, -ngl, -t, -n, --temp, --top-k, --top-p, --seed). Errors
+print one line (a traceback with --verbose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import bench, models
+from .engine import EdgeFalcon
+from .errors import FalconEdgeError
+
+DEMO_PROMPT = "Write a Python function that returns the n-th Fibonacci number, with a docstring and two doctests."
+
+
+def _add_model_args(p: argparse.ArgumentParser, drafter_default: str | None = "ngram") -> None:
+    p.add_argument("-m", "--model", default=models.DEFAULT_TARGET, help="target: registry name or GGUF path")
+    p.add_argument("-md", "--drafter", default=drafter_default, help="'ngram', a falcon-sar drafter GGUF, or 'none'")
+    p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context length")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers offloaded to a GPU (-1: all)")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, temp: float) -> None:
+    p.add_argument("-n", "--max-tokens", type=int, default=256)
+    p.add_argument("--temp", type=float, default=temp, help="temperature (0: greedy)")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--min-p", type=float, default=0.05)
+    p.add_argument("--repeat-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _open(args) -> EdgeFalcon:
+    drafter = None if args.drafter in (None, "none") else args.drafter
+    return EdgeFalcon(args.model, drafter=drafter, n_ctx=args.ctx_size, n_threads=args.threads,
+                      n_gpu_layers=args.n_gpu_layers, verbose=args.verbose)
+
+
+def _sampling(args) -> dict:
+    return dict(max_tokens=args.max_tokens, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
+                min_p=args.min_p, repeat_penalty=args.repeat_penalty, seed=args.seed)
+
+
+def _stats_line(label: str, st: dict) -> str:
+    return (f"{label:<12} {st['tokens_per_second']:7.2f} tok/s   tau {st['tau']:.2f}   "
+            f"accepted {st['n_accepted']}/{st['n_drafted']} drafted   {st['n_generated']} tokens")
+
+
+def _cli_demo(args) -> int:
+    llm = _open(args)
+    messages = [{"role": "user", "content": args.prompt}]
+    print(f"> {args.prompt}\n")
+    spec = None
+    for chunk in llm.chat(messages, max_tokens=args.max_tokens, temperature=0.0, stream=True):
+        delta = chunk["choices"][0]["delta"]
+        print(delta.get("content", ""), end="", flush=True)
+        spec = chunk.get("falcon", spec)
+    plain = llm.chat(messages, max_tokens=args.max_tokens, temperature=0.0, speculative=False)["falcon"]
+    print("\n")
+    print(_stats_line(f"{llm.mode}:", spec))
+    print(_stats_line("plain:", plain))
+    print(f"speedup {spec['tokens_per_second'] / plain['tokens_per_second']:.2f}x (same engine, greedy, identical output)")
+    return 0
+
+
+def _cli_generate(args) -> int:
+    llm = _open(args)
+    res = llm.generate(args.prompt, stop=args.stop or None, **_sampling(args))
+    print(res.text)
+    st = res.stats.as_dict()
+    print(_stats_line(f"{llm.mode}:", st), file=sys.stderr)
+    return 0
+
+
+def _cli_chat(args) -> int:
+    llm = _open(args)
+    history: list[dict] = []
+    print("falcon-edge chat: /reset clears the conversation, /stats shows the last turn's statistics, Ctrl-D quits")
+    last = None
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print()
+            return 0
+        if line.strip() == "/reset":
+            history.clear()
+            continue
+        if line.strip() == "/stats":
+            print(_stats_line(f"{llm.mode}:", last) if last else "no turn yet")
+            continue
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line})
+        reply = []
+        for chunk in llm.chat(history, stream=True, **_sampling(args)):
+            text = chunk["choices"][0]["delta"].get("content", "")
+            reply.append(text)
+            print(text, end="", flush=True)
+            last = chunk.get("falcon", last)
+        print()
+        history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="falcon-edge", description="Falcon speculative decoding on llama.cpp / GGUF")
+    parser.add_argument("--verbose", action="store_true", help="llama.cpp logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="answer a chat prompt with the default target, speculative vs plain")
+    _add_model_args(p)
+    p.add_argument("-p", "--prompt", default=DEMO_PROMPT)
+    p.add_argument("-n", "--max-tokens", type=int, default=192)
+    p.set_defaults(func=_cli_demo)
+
+    p = sub.add_parser("generate", help="complete a raw prompt")
+    _add_model_args(p)
+    _add_sampling_args(p, temp=0.0)
+    p.add_argument("-p", "--prompt", required=True)
+    p.add_argument("--stop", action="append", help="stop string (repeatable)")
+    p.set_defaults(func=_cli_generate)
+
+    p = sub.add_parser("chat", help="interactive multi-turn chat with streaming")
+    _add_model_args(p)
+    _add_sampling_args(p, temp=0.2)
+    p.set_defaults(func=_cli_chat)
+
+    bench.add_cli(sub)
+    models.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FalconEdgeError, ValueError, OSError) as e:
+        if args.verbose:
+            raise
+        print(f"falcon-edge: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""EdgeFalcon: a GGUF target with optional speculation, as a chat and completion API.
+
+Python validates arguments, renders chat templates and shapes results; each request crosses into the C++ engine
+once (``_native.Engine.generate``), which runs the whole per-token loop with the GIL released and calls back once
+per verified chunk.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import _native, cost_curve, models
+from .chat_template import ChatTemplate
+from .config import ContextConfig, RequestConfig, SamplingConfig, SpecConfig
+from .types import GenerationResult, SpecStats
+
+
+def _spec_stats(mode: str, st: _native.GenStats) -> SpecStats:
+    return SpecStats(
+        mode=mode,
+        n_prompt=st.n_prompt,
+        n_prefill=st.n_prefill,
+        n_generated=st.n_generated,
+        n_cycles=st.n_cycles,
+        n_drafted=st.n_drafted,
+        n_accepted=st.n_accepted,
+        n_draft_passes=st.n_draft_passes,
+        n_nodes_max=st.n_nodes_max,
+        t_prefill_s=st.t_prefill_us / 1e6,
+        t_draft_s=st.t_draft_us / 1e6,
+        t_verify_s=st.t_verify_us / 1e6,
+        t_sample_s=st.t_sample_us / 1e6,
+        t_total_s=st.t_total_us / 1e6,
+    )
+
+
+class EdgeFalcon:
+    """A target GGUF model with optional speculative decoding.
+
+    Args:
+        target: a registry name (see ``falcon-edge models list``; fetched on first use) or a path to a GGUF file.
+        drafter: None (plain decoding), ``"ngram"`` (prompt lookup) or a path to a falcon-sar drafter GGUF.
+        n_ctx: context length in tokens.
+        n_threads: CPU threads (None: all cores).
+        n_gpu_layers: target layers offloaded to a GPU (CUDA/Metal builds of llama-cpp-python; -1 = all).
+        seed: default seed of sampling requests (None: a fresh one each request).
+        verbose: let llama.cpp log to stderr.
+        tree_budget: nodes verified per pass, root included; 0 (default) sizes each tree from the verify-cost curve
+            measured on this device and the drafter's running acceptance, and decodes plainly where drafting loses.
+        n_batch: prompt chunk size (a tree must fit in one).
+        flash_attn: flash attention in the target (off: tree verification is then bit-exact with sequential decoding).
+
+    Raises:
+        ModelLoadError: the target or drafter cannot be loaded.
+        IncompatibleDrafterError: the drafter was made for another target.
+        ValueError: invalid arguments.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        drafter: str | os.PathLike[str] | None = None,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        seed: int | None = None,
+        verbose: bool = False,
+        tree_budget: int = 0,
+        n_batch: int = 256,
+        flash_attn: bool = False,
+    ):
+        self.context = ContextConfig(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
+                                     flash_attn=flash_attn, verbose=verbose)
+        SamplingConfig(seed=seed)  # validates the seed
+        self.seed = seed
+        self.target_path = models.resolve_model(target)
+        self.model_name = str(target) if models.is_registry_name(str(target)) else self.target_path.name
+        self._engine = _native.Engine(str(self.target_path), self.context.to_native())
+        self.drafter_path: Path | None = None
+        if drafter is None:
+            self.mode = "plain"
+        elif str(drafter) == "ngram":
+            self.mode = "ngram"
+        else:
+            raise ValueError(f"drafter must be None, 'ngram' or a falcon-sar GGUF path, got {drafter!r}")
+        self.spec = SpecConfig(mode=self.mode, n_nodes_max=tree_budget)
+        if self.mode != "plain" and tree_budget == 0:
+            curve = cost_curve.load_or_measure(self._engine, self.target_path, n_threads=n_threads or os.cpu_count() or 1,
+                                               n_batch=n_batch, n_gpu_layers=n_gpu_layers)
+            self._engine.set_verify_cost(curve)
+        eng = self._engine
+        self.template = ChatTemplate(
+            eng.meta("tokenizer.chat_template") or None,
+            eng.token_to_piece(eng.token_bos, True).decode("utf-8", "replace") if eng.token_bos >= 0 else "",
+            eng.token_to_piece(eng.token_eos, True).decode("utf-8", "replace") if eng.token_eos >= 0 else "",
+        )
+
+    # ---- lifecycle ----
+
+    def close(self) -> None:
+        """Frees the model and context; the object is unusable afterwards."""
+        self._engine = None
+
+    def __enter__(self) -> EdgeFalcon:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _native_engine(self) -> _native.Engine:
+        if self._engine is None:
+            raise ValueError("this EdgeFalcon is closed")
+        return self._engine
+
+    # ---- tokens ----
+
+    @property
+    def n_ctx(self) -> int:
+        return self._native_engine().n_ctx
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of ``text`` with the target's tokenizer."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return self._native_engine().tokenize(text, add_special, parse_special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """Text of token ids (special tokens rendered as text)."""
+        eng = self._native_engine()
+        return b"".join(eng.token_to_piece(int(t), True) for t in tokens).decode("utf-8", "replace")
+
+    # ---- requests ----
+
+    def _request(self, max_tokens, stop, sampling: SamplingConfig, speculative: bool) -> RequestConfig:
+        if isinstance(stop, str):
+            stop = (stop,)
+        spec = self.spec if speculative else SpecConfig(mode="plain")
+        return RequestConfig(max_tokens=max_tokens, stop=tuple(stop or ()), sampling=sampling, spec=spec)
+
+    def _prompt_tokens(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt is empty")
+            return self.tokenize(prompt, add_special=True, parse_special=True)
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            return list(prompt)
+        raise TypeError(f"prompt must be a str or a list of token ids, got {type(prompt).__name__}")
+
+    def _run(self, tokens: list[int], req: RequestConfig, on_chunk=None) -> GenerationResult:
+        if req.max_tokens is not None and len(tokens) + req.max_tokens > self.n_ctx:
+            raise _native.ContextFullError(
+                f"prompt of {len(tokens)} tokens plus max_tokens {req.max_tokens} does not fit: n_ctx {self.n_ctx}")
+        params = req.to_native()
+        if req.sampling.seed is None and self.seed is not None:
+            params.sampling.seed = self.seed
+        res = self._native_engine().generate(tokens, params, on_chunk)
+        return GenerationResult(
+            text=res.text.decode("utf-8", "replace"),
+            tokens=list(res.tokens),
+            finish_reason=res.finish_reason,
+            stats=_spec_stats(req.spec.mode, res.stats),
+        )
+
+    def generate(
+        self,
+        prompt: str | list[int],
+        *,
+        max_tokens: int | None = 256,
+        temperature: float = 0.0,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+        speculative: bool = True,
+    ) -> GenerationResult:
+        """Completes raw text (or token ids) and returns text, tokens and speculative statistics.
+
+        Args:
+            prompt: text (tokenized with the model's BOS rules, special tokens parsed) or token ids.
+            max_tokens: tokens to generate at most (None: until the context is full).
+            temperature, top_k, top_p, min_p, repeat_penalty, seed: sampling (:class:`SamplingConfig`);
+                temperature 0 is greedy.
+            stop: stop string(s), not included in the text.
+            speculative: False decodes plainly with the same engine (the baseline of every benchmark).
+
+        Raises:
+            ContextFullError: the prompt (plus max_tokens) does not fit in n_ctx.
+            ValueError: invalid arguments or an empty prompt.
+        """
+        sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                  repeat_penalty=repeat_penalty, seed=seed)
+        req = self._request(max_tokens, stop, sampling, speculative)
+        return self._run(self._prompt_tokens(prompt), req)
+
+    def chat(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int | None = None,
+        temperature: float = 0.2,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+        stream: bool = False,
+        speculative: bool = True,
+    ) -> dict | Iterator[dict]:
+        """OpenAI-style chat completion, shaped like llama-cpp-python's ``create_chat_completion``.
+
+        The prompt is rendered with the model's chat template; the KV cache keeps the prefix shared with the
+        previous request, so a follow-up turn evaluates only its new tokens.
+
+        Returns:
+            a ``chat.completion`` dict (with ``usage`` and a ``falcon`` field holding :class:`SpecStats` as a dict),
+            or with ``stream=True`` an iterator of ``chat.completion.chunk`` dicts (the last one carries
+            ``finish_reason`` and ``falcon``). Closing the iterator early stops the generation.
+        """
+        sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                  repeat_penalty=repeat_penalty, seed=seed)
+        req = self._request(max_tokens, stop, sampling, speculative)
+        text = self.template.render(messages)
+        tokens = self._native_engine().tokenize(text, False, True)
+        if not tokens:
+            raise ValueError("the rendered chat prompt is empty")
+        if stream:
+            return self._chat_stream(tokens, req)
+        res = self._run(tokens, req)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": res.text},
+                "logprobs": None,
+                "finish_reason": "stop" if res.finish_reason == "cancelled" else res.finish_reason,
+            }],
+            "usage": {
+                "prompt_tokens": len(tokens),
+                "completion_tokens": len(res.tokens),
+                "total_tokens": len(tokens) + len(res.tokens),
+            },
+            "falcon": res.stats.as_dict(),
+        }
+
+    def _chat_stream(self, tokens: list[int], req: RequestConfig) -> Iterator[dict]:
+        chunks: queue.Queue = queue.Queue()
+        stop_flag = threading.Event()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+        def on_chunk(_tokens, text: bytes) -> bool:
+            piece = decoder.decode(text)
+            if piece:
+                chunks.put(("text", piece))
+            return not stop_flag.is_set()
+
+        def worker() -> None:
+            try:
+                chunks.put(("done", self._run(tokens, req, on_chunk)))
+            except BaseException as e:  # delivered to the consumer's thread
+                chunks.put(("error", e))
+
+        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def chunk(delta: dict, finish=None, **extra) -> dict:
+            out = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.model_name,
+                   "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            out.update(extra)
+            return out
+
+        def gen() -> Iterator[dict]:
+            thread = threading.Thread(target=worker, daemon=True)
+            thread.start()
+            try:
+                yield chunk({"role": "assistant"})
+                while True:
+                    kind, value = chunks.get()
+                    if kind == "text":
+                        yield chunk({"content": value})
+                    elif kind == "error":
+                        raise value
+                    else:
+                        tail = decoder.decode(b"", final=True)
+                        if tail:
+                            yield chunk({"content": tail})
+                        fr = "stop" if value.finish_reason == "cancelled" else value.finish_reason
+                        yield chunk({}, fr, usage={"prompt_tokens": len(tokens), "completion_tokens": len(value.tokens),
+                                                   "total_tokens": len(tokens) + len(value.tokens)},
+                                    falcon=value.stats.as_dict())
+                        return
+            finally:
+                stop_flag.set()
+                thread.join()
+
+        return gen()

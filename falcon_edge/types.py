@@ -1,0 +1,93 @@
+"""Result types of falcon_edge: what a generation returns and the speculative statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpecStats:
+    """Statistics of one generation.
+
+    Attributes:
+        mode: speculation mode used: ``"plain"``, ``"ngram"`` or ``"falcon"``.
+        n_prompt: prompt tokens of the request.
+        n_prefill: prompt tokens actually evaluated (the rest came from the KV cache of the last request).
+        n_generated: tokens generated.
+        n_cycles: target forward passes after the prefill (one per verification).
+        n_drafted: draft tokens offered for verification (tree nodes below the roots).
+        n_accepted: draft tokens accepted.
+        n_draft_passes: drafter forward passes.
+        n_nodes_max: largest tree verified in one pass, root included (1 = plain decoding).
+        t_prefill_s, t_draft_s, t_verify_s, t_sample_s, t_total_s: seconds spent prefilling, drafting, in the
+            target's verification decodes, in acceptance/sampling/KV commit, and in total.
+    """
+
+    mode: str
+    n_prompt: int
+    n_prefill: int
+    n_generated: int
+    n_cycles: int
+    n_drafted: int
+    n_accepted: int
+    n_draft_passes: int
+    n_nodes_max: int
+    t_prefill_s: float
+    t_draft_s: float
+    t_verify_s: float
+    t_sample_s: float
+    t_total_s: float
+
+    @property
+    def tau(self) -> float:
+        """Mean accepted length per target forward pass, **including** the bonus token (EAGLE convention)."""
+        return (self.n_accepted + self.n_cycles) / self.n_cycles if self.n_cycles else 1.0
+
+    @property
+    def alpha(self) -> float:
+        """Share of generated tokens that were accepted drafts (Falcon's acceptance rate α)."""
+        return self.n_accepted / self.n_generated if self.n_generated else 0.0
+
+    @property
+    def draft_acceptance(self) -> float:
+        """Accepted draft tokens over drafted tokens (low for wide trees: siblings cannot all be accepted)."""
+        return self.n_accepted / self.n_drafted if self.n_drafted else 0.0
+
+    @property
+    def decode_seconds(self) -> float:
+        """Seconds after the prefill."""
+        return max(self.t_total_s - self.t_prefill_s, 1e-9)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of decoding (prefill excluded)."""
+        return self.n_generated / self.decode_seconds
+
+    def as_dict(self) -> dict:
+        """All fields plus tau, alpha, draft_acceptance and tokens_per_second."""
+        d = dict(self.__dict__)
+        d.update(
+            tau=self.tau,
+            alpha=self.alpha,
+            draft_acceptance=self.draft_acceptance,
+            tokens_per_second=self.tokens_per_second,
+        )
+        return d
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What :meth:`falcon_edge.EdgeFalcon.generate` returns.
+
+    Attributes:
+        text: generated text (cut before a stop string; undecodable bytes replaced).
+        tokens: generated token ids (an end-of-generation token is not included).
+        finish_reason: ``"stop"`` (end-of-generation token or stop string), ``"length"`` (max_tokens or the
+            context is full) or ``"cancelled"`` (a streaming consumer stopped early).
+        stats: speculative statistics.
+    """
+
+    text: str
+    tokens: list[int]
+    finish_reason: str
+    stats: SpecStats

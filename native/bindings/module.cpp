@@ -1,0 +1,135 @@
+// NB_MODULE(_native): exposes the engine, its parameter structs and the typed exceptions. No logic.
+#include "falcon-edge/engine.h"
+#include "falcon-edge/errors.h"
+#include "falcon-edge/gguf-schema.h"
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/function.h>
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+
+static void bind_params(nb::module_ & m) {
+    nb::class_<fe::sampling_params>(m, "SamplingParams")
+        .def(nb::init<>())
+        .def_rw("temperature", &fe::sampling_params::temperature)
+        .def_rw("top_k", &fe::sampling_params::top_k)
+        .def_rw("top_p", &fe::sampling_params::top_p)
+        .def_rw("min_p", &fe::sampling_params::min_p)
+        .def_rw("repeat_penalty", &fe::sampling_params::repeat_penalty)
+        .def_rw("repeat_last_n", &fe::sampling_params::repeat_last_n)
+        .def_rw("seed", &fe::sampling_params::seed);
+    nb::class_<fe::spec_params>(m, "SpecParams")
+        .def(nb::init<>())
+        .def_rw("mode", &fe::spec_params::mode)
+        .def_rw("n_nodes_max", &fe::spec_params::n_nodes_max)
+        .def_rw("depth_max", &fe::spec_params::depth_max)
+        .def_rw("ngram_min", &fe::spec_params::ngram_min)
+        .def_rw("ngram_max", &fe::spec_params::ngram_max)
+        .def_rw("ngram_branches", &fe::spec_params::ngram_branches)
+        .def_rw("top_k_draft", &fe::spec_params::top_k_draft)
+        .def_rw("n_passes", &fe::spec_params::n_passes);
+    nb::class_<fe::generate_params>(m, "GenerateParams")
+        .def(nb::init<>())
+        .def_rw("max_tokens", &fe::generate_params::max_tokens)
+        .def_rw("stop", &fe::generate_params::stop)
+        .def_rw("ignore_eos", &fe::generate_params::ignore_eos)
+        .def_rw("sampling", &fe::generate_params::sampling)
+        .def_rw("spec", &fe::generate_params::spec);
+    nb::class_<fe::engine_params>(m, "EngineParams")
+        .def(nb::init<>())
+        .def_rw("n_ctx", &fe::engine_params::n_ctx)
+        .def_rw("n_batch", &fe::engine_params::n_batch)
+        .def_rw("n_threads", &fe::engine_params::n_threads)
+        .def_rw("n_gpu_layers", &fe::engine_params::n_gpu_layers)
+        .def_rw("n_seq_max", &fe::engine_params::n_seq_max)
+        .def_rw("flash_attn", &fe::engine_params::flash_attn)
+        .def_rw("verbose", &fe::engine_params::verbose);
+    nb::class_<fe::gen_stats>(m, "GenStats")
+        .def_ro("n_prompt", &fe::gen_stats::n_prompt)
+        .def_ro("n_prefill", &fe::gen_stats::n_prefill)
+        .def_ro("n_generated", &fe::gen_stats::n_generated)
+        .def_ro("n_cycles", &fe::gen_stats::n_cycles)
+        .def_ro("n_drafted", &fe::gen_stats::n_drafted)
+        .def_ro("n_accepted", &fe::gen_stats::n_accepted)
+        .def_ro("n_draft_passes", &fe::gen_stats::n_draft_passes)
+        .def_ro("t_prefill_us", &fe::gen_stats::t_prefill_us)
+        .def_ro("t_draft_us", &fe::gen_stats::t_draft_us)
+        .def_ro("t_verify_us", &fe::gen_stats::t_verify_us)
+        .def_ro("t_sample_us", &fe::gen_stats::t_sample_us)
+        .def_ro("t_total_us", &fe::gen_stats::t_total_us)
+        .def_ro("n_nodes_max", &fe::gen_stats::n_nodes_max);
+    nb::class_<fe::gen_result>(m, "GenResult")
+        .def_ro("tokens", &fe::gen_result::tokens)
+        .def_prop_ro("text", [](const fe::gen_result & r) { return nb::bytes(r.text.data(), r.text.size()); })
+        .def_ro("finish_reason", &fe::gen_result::finish_reason)
+        .def_ro("stats", &fe::gen_result::stats);
+}
+
+static void bind_engine(nb::module_ & m) {
+    nb::class_<fe::engine>(m, "Engine")
+        .def(nb::init<const std::string &, const fe::engine_params &>(), "path"_a, "params"_a,
+             nb::call_guard<nb::gil_scoped_release>())
+        .def("tokenize", &fe::engine::tokenize, "text"_a, "add_special"_a, "parse_special"_a)
+        .def("token_to_piece", [](const fe::engine & e, int32_t id, bool special) {
+                 const std::string s = e.token_to_piece(id, special);
+                 return nb::bytes(s.data(), s.size());
+             }, "id"_a, "special"_a = false)
+        .def("meta", &fe::engine::meta, "key"_a)
+        .def_prop_ro("n_vocab", &fe::engine::n_vocab)
+        .def_prop_ro("n_embd", &fe::engine::n_embd)
+        .def_prop_ro("n_ctx", &fe::engine::n_ctx)
+        .def_prop_ro("token_bos", &fe::engine::token_bos)
+        .def_prop_ro("token_eos", &fe::engine::token_eos)
+        .def("is_eog", &fe::engine::is_eog, "id"_a)
+        .def("has_proposer", &fe::engine::has_proposer, "mode"_a)
+        .def("set_verify_cost", &fe::engine::set_verify_cost, "cost"_a)
+        .def("verify_cost", &fe::engine::verify_cost)
+        .def("measure_verify_cost", &fe::engine::measure_verify_cost, "n_max"_a, "n_reps"_a, "n_depth"_a,
+             nb::call_guard<nb::gil_scoped_release>())
+        .def("reset", &fe::engine::reset, nb::call_guard<nb::gil_scoped_release>())
+        .def("cancel", &fe::engine::cancel)
+        .def("cached_tokens", &fe::engine::cached_tokens)
+        .def("prefill_only", &fe::engine::prefill_only, "tokens"_a, nb::call_guard<nb::gil_scoped_release>())
+        .def("tree_logits", [](fe::engine & e, const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {
+                 std::vector<float> l;
+                 {
+                     nb::gil_scoped_release nogil;
+                     l = e.tree_logits(tokens, parents);
+                 }
+                 return nb::bytes(reinterpret_cast<const char *>(l.data()), l.size() * sizeof(float));
+             }, "tokens"_a, "parents"_a, "logits of every node as float32 bytes [n_nodes * n_vocab]")
+        .def("generate", [](fe::engine & e, const std::vector<llama_token> & prompt, const fe::generate_params & gp,
+                            nb::object on_chunk) {
+                 fe::chunk_callback cb;
+                 if (!on_chunk.is_none()) {
+                     cb = [&on_chunk](const std::vector<llama_token> & tokens, const std::string & text) {
+                         nb::gil_scoped_acquire gil;
+                         nb::object r = on_chunk(nb::cast(tokens), nb::bytes(text.data(), text.size()));
+                         return r.is_none() || nb::cast<bool>(r);
+                     };
+                 }
+                 nb::gil_scoped_release nogil;
+                 return e.generate(prompt, gp, cb);
+             }, "prompt"_a, "params"_a, "on_chunk"_a = nb::none());
+}
+
+NB_MODULE(_native, m) {
+    m.doc() = "falcon-edge C++ engine (see falcon_edge for the public API)";
+
+    auto base = nb::exception<fe::error>(m, "FalconEdgeError", PyExc_RuntimeError);
+    nb::exception<fe::model_error>(m, "ModelLoadError", base);
+    nb::exception<fe::incompatible_drafter>(m, "IncompatibleDrafterError", base);
+    nb::exception<fe::context_full>(m, "ContextFullError", base);
+    nb::exception<fe::aborted>(m, "GenerationAborted", base);
+
+    m.def("gguf_schema", &fe::gguf_schema::all);
+    m.def("llama_system_info", []() { return std::string(llama_print_system_info()); });
+
+    bind_params(m);
+    bind_engine(m);
+}

@@ -1,0 +1,104 @@
+// The generation engine: one target model, one verification context, optional proposers, and the
+// whole per-token loop (prefill -> draft -> tree batch -> llama_decode -> verify -> commit -> emit)
+// in C++. Python calls generate() once per request; it calls back once per emitted chunk.
+#pragma once
+
+#include "falcon-edge/cost-model.h"
+#include "falcon-edge/params.h"
+#include "falcon-edge/proposer.h"
+#include "falcon-edge/stats.h"
+
+#include "llama.h"
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace fe {
+
+// called after each verification step with the newly emitted tokens and the text that is safe
+// to show (held back while it could still become a stop string); return false to cancel
+using chunk_callback = std::function<bool(const std::vector<llama_token> & tokens, const std::string & text)>;
+
+struct gen_result {
+    std::vector<llama_token> tokens;        // generated tokens (EOG excluded)
+    std::string              text;          // their text, cut before a stop string
+    std::string              finish_reason; // "stop" (EOG or stop string) | "length" (max_tokens or context)
+    gen_stats                stats;
+};
+
+class engine {
+public:
+    // loads the target GGUF and creates the verification context (kv_unified, n_seq_max leaves);
+    // throws fe::model_error when the file cannot be loaded, std::invalid_argument on bad params
+    engine(const std::string & path_model, const engine_params & params);
+    ~engine();
+    engine(const engine &) = delete;
+    engine & operator=(const engine &) = delete;
+
+    // ---- vocabulary and metadata ----
+    std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) const;
+    std::string token_to_piece(llama_token id, bool special) const;
+    std::string meta(const std::string & key) const;   // "" when absent
+    int32_t n_vocab() const;
+    int32_t n_embd() const;
+    int32_t n_ctx() const;
+    llama_token token_bos() const;
+    llama_token token_eos() const;
+    bool is_eog(llama_token id) const;
+    const llama_model * model() const { return model_; }
+    std::string path() const { return path_; }
+
+    // ---- speculation ----
+    // attaches a proposer for spec mode `mode` ("ngram" is built in; "falcon" once a drafter is loaded)
+    void set_proposer(const std::string & mode, std::unique_ptr<proposer> p);
+    bool has_proposer(const std::string & mode) const;
+    // c[i] = measured cost of verifying i+1 nodes relative to one
+    void set_verify_cost(const std::vector<double> & c);
+    std::vector<double> verify_cost() const;
+    // times (microseconds, median of n_reps) of one decode of N = 1 .. n_max nodes, each an
+    // output, after a context of n_depth tokens; clears the KV cache
+    std::vector<double> measure_verify_cost(int32_t n_max, int32_t n_reps, int32_t n_depth);
+
+    // ---- generation ----
+    // Runs one request. The KV cache keeps the longest common prefix with the previous request.
+    // Throws std::invalid_argument (bad params, empty prompt), fe::context_full (prompt does not fit),
+    // fe::aborted (cancelled: the engine stays usable).
+    gen_result generate(const std::vector<llama_token> & prompt, const generate_params & gp, const chunk_callback & cb);
+
+    // forgets the KV cache and every proposer's state
+    void reset();
+    // requests cancellation of the running generate() from any thread
+    void cancel() { cancel_ = true; }
+    // ---- probes for tests (exactness of tree verification and of the KV cache) ----
+    // clears the cache and evaluates `tokens` into seq 0 (no logits kept)
+    void prefill_only(const std::vector<llama_token> & tokens);
+    // decodes a tree (parents[i] < i, -1 for the root) on top of the cached tokens and returns every
+    // node's logits [n_nodes * n_vocab]; the cache is left as it was
+    std::vector<float> tree_logits(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents);
+
+    // tokens whose KV entries are cached (the committed context of the last request)
+    const std::vector<llama_token> & cached_tokens() const { return tokens_; }
+
+private:
+    void prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, gen_stats & st,
+                 std::vector<float> & feats);
+    proposer * proposer_for(const std::string & mode) const;
+
+    std::string path_;
+    engine_params params_;
+    llama_model * model_ = nullptr;
+    llama_context * ctx_ = nullptr;
+    const llama_vocab * vocab_ = nullptr;
+
+    std::vector<llama_token> tokens_; // tokens in seq 0 of the KV cache, positions 0 .. n-1
+    std::vector<std::pair<std::string, std::unique_ptr<proposer>>> proposers_;
+    cost_model cost_;
+    std::mutex mutex_;                // one generate() at a time
+    std::atomic<bool> cancel_{false};
+};
+
+} // namespace fe

@@ -1,0 +1,39 @@
+// A proposer offers a token tree below the last sampled token; the engine verifies it in one
+// llama_decode. Implementations: n-gram lookup (ngram.h) and the Falcon drafter (falcon-proposer.h).
+#pragma once
+
+#include "falcon-edge/params.h"
+#include "falcon-edge/sampling.h"
+#include "falcon-edge/tree.h"
+
+#include "llama.h"
+
+#include <vector>
+
+namespace fe {
+
+class proposer {
+public:
+    virtual ~proposer() = default;
+
+    // whether accept() needs the target's post-norm hidden states
+    virtual bool needs_features() const { return false; }
+
+    // a new request keeps the committed tokens [0, n_keep) of the last one; returns how many of
+    // them the proposer can still serve from its state (the engine re-evaluates the rest)
+    virtual int32_t reset(int32_t n_keep) { return n_keep; }
+
+    // newly committed pairs: feats [n, n_embd] are the target's features at consecutive positions,
+    // next[i] the token that followed each of them (null feats when needs_features() is false)
+    virtual void accept(const float * feats, const llama_token * next, int32_t n) {}
+
+    // builds a tree below tokens.back() (the root, already sampled, not yet in the target's KV)
+    // with at most n_nodes_max nodes including the root; node values estimate acceptance
+    virtual void draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,
+                       const sampling_params & smp, rng & r, tree & out) = 0;
+
+    // drafter forward passes run so far (statistics)
+    virtual int32_t n_passes() const { return 0; }
+};
+
+} // namespace fe

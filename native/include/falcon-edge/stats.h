@@ -1,0 +1,24 @@
+// Per-generation counters and timers (fe::gen_stats), reported to Python after each request.
+#pragma once
+
+#include <cstdint>
+
+namespace fe {
+
+struct gen_stats {
+    int32_t n_prompt    = 0; // prompt tokens of the request
+    int32_t n_prefill   = 0; // prompt tokens actually evaluated (the rest came from the KV cache)
+    int32_t n_generated = 0; // tokens emitted
+    int32_t n_cycles    = 0; // target forward passes after the prefill (one per emitted chunk)
+    int32_t n_drafted   = 0; // draft tokens offered for verification (tree nodes below the roots)
+    int32_t n_accepted  = 0; // draft tokens accepted
+    int32_t n_draft_passes = 0; // drafter forward passes
+    double  t_prefill_us = 0;
+    double  t_draft_us   = 0;
+    double  t_verify_us  = 0; // target decode of the trees (or single tokens)
+    double  t_sample_us  = 0; // acceptance walk, sampling and KV commit
+    double  t_total_us   = 0;
+    int32_t n_nodes_max  = 0; // tree budget used (1 = plain decoding)
+};
+
+} // namespace fe

@@ -1,0 +1,57 @@
+// The token tree a proposer offers for verification: nodes as data (parent links), node 0 is the
+// root (the last sampled token, not yet in the target's KV cache).
+#pragma once
+
+#include "llama.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace fe {
+
+struct tree {
+    std::vector<llama_token> token;  // [n_nodes]
+    std::vector<int32_t>     parent; // [n_nodes], -1 for the root
+    std::vector<int32_t>     depth;  // [n_nodes], 0 for the root
+    // the proposer's estimate that the node is accepted (product of its path's acceptance
+    // probabilities); the root is 1. Used to prune the tree to the budget the device affords.
+    std::vector<float>       value;  // [n_nodes]
+    // proposal distribution that produced each node, for stochastic acceptance: index of a row in
+    // q_rows, or -1 when the node was chosen deterministically (a point mass on its token)
+    std::vector<int32_t>     q_row;  // [n_nodes]
+    std::vector<float>       q_rows; // [n_q_rows * n_vocab], target-vocabulary probabilities
+    int32_t                  n_vocab = 0;
+
+    int32_t size() const { return (int32_t) token.size(); }
+};
+
+// starts a tree holding only the root
+void tree_init(tree & t, llama_token root);
+
+// adds a child of `parent` with `token` and returns its index; if the parent already has a child
+// with that token, returns the existing child (siblings carry distinct tokens)
+int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, int32_t q_row = -1);
+
+// index of the child of `node` carrying `token`, or -1
+int32_t tree_child(const tree & t, int32_t node, llama_token token);
+
+// children of every node, in insertion order: out[node] = child indices
+std::vector<std::vector<int32_t>> tree_children(const tree & t);
+
+// leaves in depth-first order (the order seq ids are assigned in)
+std::vector<int32_t> tree_leaves(const tree & t);
+
+// path from the root to `node`, both included
+std::vector<int32_t> tree_path(const tree & t, int32_t node);
+
+// keeps the n_keep most valuable nodes (root included; a parent is never less valuable than its
+// child, ties broken by index) and renumbers them in their original order
+void tree_prune(tree & t, int32_t n_keep);
+
+// expected accepted draft tokens: sum of the values of the non-root nodes
+double tree_expected_accept(const tree & t);
+
+// nodes in depth-first pre-order: parents before children, each subtree contiguous
+std::vector<int32_t> tree_dfs_order(const tree & t);
+
+} // namespace fe

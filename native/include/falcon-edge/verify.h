@@ -1,0 +1,37 @@
+// Acceptance of a verified tree: walks from the root along children that the target agrees with
+// and returns the deepest accepted node plus the token the target produces after it (the bonus).
+#pragma once
+
+#include "falcon-edge/params.h"
+#include "falcon-edge/sampling.h"
+#include "falcon-edge/tree-batch.h"
+#include "falcon-edge/tree.h"
+
+#include "llama.h"
+
+#include <vector>
+
+namespace fe {
+
+struct walk_result {
+    int32_t     node       = 0;  // deepest accepted node (0 = only the root)
+    int32_t     n_accepted = 0;  // accepted draft tokens (= depth of node)
+    llama_token next       = -1; // token sampled after node: the bonus, the root of the next tree
+};
+
+// Greedy (temperature <= 0): at each node take the target's choice; descend if a child carries it.
+// Output is token-identical to plain greedy decoding.
+//
+// Stochastic (temperature > 0): multi-draft recursive rejection sampling over each node's children
+// in order. Child c with proposal row q (tree.q_row) is accepted with probability
+// min(1, p(c) / q(c)); on rejection p <- normalize(max(p - q, 0)) and q loses c. A child chosen
+// deterministically (q_row -1) is a point mass, which makes the rule "accept with probability
+// p(c)". When every child is rejected, the bonus is drawn from the residual p. This preserves the
+// target distribution exactly for any proposer whose children are distinct tokens drawn by the
+// stated rows.
+//
+// history: committed tokens up to and including the root (for the repeat penalty).
+walk_result verify_tree(llama_context * ctx, const tree & t, const tree_batch & tb, const sampling_params & sp,
+                        const std::vector<llama_token> & history, rng & r);
+
+} // namespace fe

@@ -1,0 +1,573 @@
+// The generation loop: prefill, then cycles of draft -> one-decode tree verification -> commit -> emit.
+#include "falcon-edge/engine.h"
+
+#include "falcon-edge/errors.h"
+#include "falcon-edge/kv-commit.h"
+#include "falcon-edge/ngram.h"
+#include "falcon-edge/sampling.h"
+#include "falcon-edge/tree-batch.h"
+#include "falcon-edge/verify.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <thread>
+
+namespace fe {
+
+static double now_us() {
+    using namespace std::chrono;
+    return (double) duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+// llama.cpp logs go to stderr only when verbose (errors always)
+static void log_callback(enum ggml_log_level level, const char * text, void * user_data) {
+    const bool verbose = user_data != nullptr;
+    if (verbose || level == GGML_LOG_LEVEL_ERROR) {
+        fputs(text, stderr);
+    }
+}
+
+// a llama_batch that frees itself
+struct batch_owner {
+    llama_batch b;
+    batch_owner(int32_t n_tokens, int32_t n_seq) : b(llama_batch_init(n_tokens, 0, n_seq)) {}
+    ~batch_owner() { llama_batch_free(b); }
+};
+
+engine::engine(const std::string & path_model, const engine_params & params) : path_(path_model), params_(params) {
+    if (params.n_ctx < 8) {
+        throw std::invalid_argument(format("n_ctx must be at least 8, got %d", params.n_ctx));
+    }
+    if (params.n_batch < 1 || params.n_batch > params.n_ctx) {
+        throw std::invalid_argument(format("n_batch must be in [1, n_ctx %d], got %d", params.n_ctx, params.n_batch));
+    }
+    if (params.n_seq_max < 1 || params.n_seq_max > (int32_t) llama_max_parallel_sequences()) {
+        throw std::invalid_argument(format("n_seq_max must be in [1, %d], got %d", (int) llama_max_parallel_sequences(), params.n_seq_max));
+    }
+    llama_log_set(log_callback, params.verbose ? (void *) 1 : nullptr);
+    llama_backend_init();
+
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = params.n_gpu_layers;
+    model_ = llama_model_load_from_file(path_model.c_str(), mp);
+    if (model_ == nullptr) {
+        throw model_error(format("failed to load model from '%s'", path_model.c_str()));
+    }
+    vocab_ = llama_model_get_vocab(model_);
+
+    const int32_t n_threads = params.n_threads > 0 ? params.n_threads : (int32_t) std::max(1u, std::thread::hardware_concurrency());
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx           = params.n_ctx;
+    cp.n_batch         = params.n_batch;
+    cp.n_ubatch        = params.n_batch; // a tree must be one ubatch
+    cp.n_seq_max       = params.n_seq_max;
+    cp.kv_unified      = true;           // required for multi-seq tree tokens
+    cp.n_threads       = n_threads;
+    cp.n_threads_batch = n_threads;
+    cp.flash_attn_type = params.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    cp.no_perf         = true;
+    cp.abort_callback  = [](void * data) { return static_cast<engine *>(data)->cancel_.load(); };
+    cp.abort_callback_data = this;
+    ctx_ = llama_init_from_model(model_, cp);
+    if (ctx_ == nullptr) {
+        llama_model_free(model_);
+        throw model_error(format("failed to create a context of %d tokens for '%s'", params.n_ctx, path_model.c_str()));
+    }
+    proposers_.emplace_back("ngram", std::make_unique<ngram_proposer>());
+}
+
+engine::~engine() {
+    proposers_.clear();
+    llama_free(ctx_);
+    llama_model_free(model_);
+}
+
+// ---- vocabulary and metadata ----
+
+std::vector<llama_token> engine::tokenize(const std::string & text, bool add_special, bool parse_special) const {
+    std::vector<llama_token> out(text.size() + 8);
+    int32_t n = llama_tokenize(vocab_, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(), add_special, parse_special);
+    if (n < 0) {
+        out.resize(-n);
+        n = llama_tokenize(vocab_, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(), add_special, parse_special);
+    }
+    out.resize(std::max(n, 0));
+    return out;
+}
+
+std::string engine::token_to_piece(llama_token id, bool special) const {
+    if (id < 0 || id >= n_vocab()) {
+        throw std::invalid_argument(format("token id %d is outside the vocabulary [0, %d)", id, n_vocab()));
+    }
+    char buf[256];
+    int32_t n = llama_token_to_piece(vocab_, id, buf, sizeof(buf), 0, special);
+    if (n >= 0) {
+        return std::string(buf, n);
+    }
+    std::string big(-n, '\0');
+    n = llama_token_to_piece(vocab_, id, big.data(), (int32_t) big.size(), 0, special);
+    big.resize(std::max(n, 0));
+    return big;
+}
+
+std::string engine::meta(const std::string & key) const {
+    const int32_t n = llama_model_meta_val_str(model_, key.c_str(), nullptr, 0);
+    if (n < 0) {
+        return "";
+    }
+    std::string out(n + 1, '\0');
+    llama_model_meta_val_str(model_, key.c_str(), out.data(), out.size());
+    out.resize(n);
+    return out;
+}
+
+int32_t engine::n_vocab() const { return llama_vocab_n_tokens(vocab_); }
+int32_t engine::n_embd() const { return llama_model_n_embd(model_); }
+int32_t engine::n_ctx() const { return (int32_t) llama_n_ctx(ctx_); }
+llama_token engine::token_bos() const { return llama_vocab_bos(vocab_); }
+llama_token engine::token_eos() const { return llama_vocab_eos(vocab_); }
+bool engine::is_eog(llama_token id) const { return llama_vocab_is_eog(vocab_, id); }
+
+// ---- speculation ----
+
+void engine::set_proposer(const std::string & mode, std::unique_ptr<proposer> p) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto & entry : proposers_) {
+        if (entry.first == mode) {
+            entry.second = std::move(p);
+            return;
+        }
+    }
+    proposers_.emplace_back(mode, std::move(p));
+}
+
+bool engine::has_proposer(const std::string & mode) const { return proposer_for(mode) != nullptr; }
+
+proposer * engine::proposer_for(const std::string & mode) const {
+    for (const auto & entry : proposers_) {
+        if (entry.first == mode) {
+            return entry.second.get();
+        }
+    }
+    return nullptr;
+}
+
+void engine::set_verify_cost(const std::vector<double> & c) {
+    if (!c.empty() && c[0] <= 0.0) {
+        throw std::invalid_argument(format("verify cost of one node must be positive, got %g", c[0]));
+    }
+    std::vector<double> rel(c.size());
+    for (size_t i = 0; i < c.size(); ++i) {
+        rel[i] = c[i] / c[0];
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    cost_.set_curve(rel);
+}
+
+std::vector<double> engine::verify_cost() const { return cost_.curve(); }
+
+std::vector<double> engine::measure_verify_cost(int32_t n_max, int32_t n_reps, int32_t n_depth) {
+    if (n_max < 1 || n_max > params_.n_batch || n_reps < 1 || n_depth < 1 || n_depth + n_max > n_ctx()) {
+        throw std::invalid_argument(format("cannot measure %d nodes x %d reps after %d tokens (n_batch %d, n_ctx %d)",
+                                           n_max, n_reps, n_depth, params_.n_batch, n_ctx()));
+    }
+    reset();
+    std::lock_guard<std::mutex> lock(mutex_);
+    llama_memory_t mem = llama_get_memory(ctx_);
+    llama_set_embeddings(ctx_, false);
+    // a context of ordinary tokens (ids cycling through the lower vocabulary)
+    std::vector<llama_token> filler(n_depth);
+    for (int32_t i = 0; i < n_depth; ++i) {
+        filler[i] = 100 + (i * 7) % std::max(1, std::min(n_vocab() - 100, 1000));
+    }
+    for (int32_t start = 0; start < n_depth; start += params_.n_batch) {
+        const int32_t cnt = std::min(params_.n_batch, n_depth - start);
+        batch_owner bo(cnt, 1);
+        for (int32_t i = 0; i < cnt; ++i) {
+            bo.b.token[i] = filler[start + i];
+            bo.b.pos[i] = start + i;
+            bo.b.n_seq_id[i] = 1;
+            bo.b.seq_id[i][0] = 0;
+            bo.b.logits[i] = 0;
+        }
+        bo.b.n_tokens = cnt;
+        check_decode(llama_decode(ctx_, bo.b), "cost-curve context");
+    }
+    std::vector<double> out(n_max);
+    for (int32_t n = 1; n <= n_max; ++n) {
+        std::vector<double> times;
+        for (int32_t rep = 0; rep <= n_reps; ++rep) { // rep 0 warms up this shape
+            batch_owner bo(n, 1);
+            for (int32_t i = 0; i < n; ++i) {
+                bo.b.token[i] = filler[i % n_depth];
+                bo.b.pos[i] = n_depth + i;
+                bo.b.n_seq_id[i] = 1;
+                bo.b.seq_id[i][0] = 0;
+                bo.b.logits[i] = 1; // verification needs every node's logits
+            }
+            bo.b.n_tokens = n;
+            const double t0 = now_us();
+            check_decode(llama_decode(ctx_, bo.b), "cost-curve probe");
+            llama_synchronize(ctx_);
+            if (rep > 0) {
+                times.push_back(now_us() - t0);
+            }
+            llama_memory_seq_rm(mem, 0, n_depth, -1);
+        }
+        std::sort(times.begin(), times.end());
+        out[n - 1] = times[times.size() / 2];
+    }
+    llama_memory_clear(mem, true);
+    return out;
+}
+
+void engine::reset() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    llama_memory_clear(llama_get_memory(ctx_), true);
+    tokens_.clear();
+    for (auto & entry : proposers_) {
+        entry.second->reset(0);
+    }
+}
+
+// ---- probes for tests ----
+
+void engine::prefill_only(const std::vector<llama_token> & tokens) {
+    reset();
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (tokens.empty() || (int32_t) tokens.size() >= n_ctx()) {
+        throw std::invalid_argument(format("prefill needs 1 to %d tokens, got %d", n_ctx() - 1, (int) tokens.size()));
+    }
+    gen_stats st;
+    std::vector<float> feats;
+    prefill(tokens, 0, false, st, feats);
+    tokens_ = tokens;
+}
+
+std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (tokens.empty() || tokens.size() != parents.size() || parents[0] != -1) {
+        throw std::invalid_argument(format("a tree needs matching tokens and parents with a root first, got %d and %d",
+                                           (int) tokens.size(), (int) parents.size()));
+    }
+    tree t;
+    tree_init(t, tokens[0]);
+    for (size_t i = 1; i < tokens.size(); ++i) {
+        if (parents[i] < 0 || parents[i] >= (int32_t) i) {
+            throw std::invalid_argument(format("parent of node %d must be in [0, %d), got %d", (int) i, (int) i, parents[i]));
+        }
+        t.token.push_back(tokens[i]);
+        t.parent.push_back(parents[i]);
+        t.depth.push_back(t.depth[parents[i]] + 1);
+        t.value.push_back(1.0f);
+        t.q_row.push_back(-1);
+    }
+    const int32_t n_past = (int32_t) tokens_.size();
+    tree_batch tb;
+    tree_batch_build(tb, t, n_past, ctx_);
+    llama_set_embeddings(ctx_, false);
+    const int rc = llama_decode(ctx_, tb.batch);
+    std::vector<float> out;
+    if (rc == 0) {
+        out.resize((size_t) t.size() * n_vocab());
+        for (int32_t u = 0; u < t.size(); ++u) {
+            const float * l = llama_get_logits_ith(ctx_, tb.row_of[u]);
+            std::copy(l, l + n_vocab(), out.begin() + (size_t) u * n_vocab());
+        }
+    }
+    kv_commit(ctx_, 0, n_past - 1, 0); // back to the cached tokens only
+    check_decode(rc, format("probe tree of %d nodes", t.size()));
+    return out;
+}
+
+// ---- generation ----
+
+void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, gen_stats & st,
+                     std::vector<float> & feats) {
+    const int32_t n = (int32_t) prompt.size();
+    const int32_t n_embd_tgt = n_embd();
+    llama_set_embeddings(ctx_, need_feat);
+    feats.assign(need_feat ? (size_t) (n - n_keep) * n_embd_tgt : 0, 0.0f);
+    batch_owner bo(params_.n_batch, 1);
+    for (int32_t start = n_keep; start < n; start += params_.n_batch) {
+        const int32_t cnt = std::min(params_.n_batch, n - start);
+        for (int32_t i = 0; i < cnt; ++i) {
+            bo.b.token[i] = prompt[start + i];
+            bo.b.pos[i] = start + i;
+            bo.b.n_seq_id[i] = 1;
+            bo.b.seq_id[i][0] = 0;
+            bo.b.logits[i] = need_feat || start + i == n - 1;
+        }
+        bo.b.n_tokens = cnt;
+        check_decode(llama_decode(ctx_, bo.b), format("prompt tokens %d..%d", start, start + cnt - 1));
+        for (int32_t i = 0; need_feat && i < cnt; ++i) {
+            const float * f = llama_get_embeddings_ith(ctx_, i);
+            std::copy(f, f + n_embd_tgt, feats.begin() + (size_t) (start + i - n_keep) * n_embd_tgt);
+        }
+    }
+    st.n_prefill = n - n_keep;
+}
+
+// emitted text with stop strings: holds back a tail that could still become a stop string
+struct text_emitter {
+    const std::vector<std::string> & stop;
+    std::string text;
+    size_t n_sent = 0;
+
+    // appends a piece; returns true when a stop string completed (text is cut before it)
+    bool push(const std::string & piece) {
+        const size_t old = text.size();
+        text += piece;
+        for (const auto & s : stop) {
+            if (s.empty()) {
+                continue;
+            }
+            const size_t from = old >= s.size() - 1 ? old - (s.size() - 1) : 0;
+            const size_t pos = text.find(s, from);
+            if (pos != std::string::npos) {
+                text.resize(pos);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // text that can be shown now (everything when final)
+    std::string take(bool final) {
+        size_t safe = text.size();
+        for (size_t i = 0; !final && i < stop.size(); ++i) {
+            const std::string & s = stop[i];
+            for (size_t k = std::min(s.size() - 1, text.size()); k > 0; --k) {
+                if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+                    safe = std::min(safe, text.size() - k);
+                    break;
+                }
+            }
+        }
+        safe = std::max(safe, n_sent);
+        std::string out = text.substr(n_sent, safe - n_sent);
+        n_sent = safe;
+        return out;
+    }
+};
+
+static void validate(const std::vector<llama_token> & prompt, const generate_params & gp, int32_t n_vocab, int32_t n_ctx) {
+    if (prompt.empty()) {
+        throw std::invalid_argument("prompt is empty");
+    }
+    if ((int32_t) prompt.size() >= n_ctx) {
+        throw context_full(format("prompt of %d tokens does not fit: n_ctx %d", (int) prompt.size(), n_ctx));
+    }
+    for (llama_token id : prompt) {
+        if (id < 0 || id >= n_vocab) {
+            throw std::invalid_argument(format("prompt token %d is outside the vocabulary [0, %d)", id, n_vocab));
+        }
+    }
+    const sampling_params & sp = gp.sampling;
+    if (!(sp.temperature >= 0.0f)) {
+        throw std::invalid_argument(format("temperature must be >= 0, got %g", sp.temperature));
+    }
+    if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f)) {
+        throw std::invalid_argument(format("top_p must be in (0, 1], got %g", sp.top_p));
+    }
+    if (!(sp.min_p >= 0.0f && sp.min_p <= 1.0f)) {
+        throw std::invalid_argument(format("min_p must be in [0, 1], got %g", sp.min_p));
+    }
+    if (!(sp.repeat_penalty > 0.0f)) {
+        throw std::invalid_argument(format("repeat_penalty must be > 0, got %g", sp.repeat_penalty));
+    }
+    if (gp.spec.n_nodes_max < 0 || gp.spec.depth_max < 1) {
+        throw std::invalid_argument(format("tree budget must be >= 0 and depth_max >= 1, got %d and %d", gp.spec.n_nodes_max, gp.spec.depth_max));
+    }
+}
+
+gen_result engine::generate(const std::vector<llama_token> & prompt, const generate_params & gp, const chunk_callback & cb) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    validate(prompt, gp, n_vocab(), n_ctx());
+    proposer * prop = nullptr;
+    if (gp.spec.mode != "plain") {
+        prop = proposer_for(gp.spec.mode);
+        if (prop == nullptr) {
+            throw std::invalid_argument(format("speculation mode '%s' is not available (plain, ngram%s)", gp.spec.mode.c_str(),
+                                               proposer_for("falcon") != nullptr ? ", falcon" : ""));
+        }
+    }
+    cancel_ = false;
+    const bool need_feat = prop != nullptr && prop->needs_features();
+    const bool greedy = gp.sampling.temperature <= 0.0f;
+    const int32_t n_embd_tgt = n_embd();
+    gen_result res;
+    gen_stats & st = res.stats;
+    st.n_prompt = (int32_t) prompt.size();
+    const double t_start = now_us();
+
+    // the longest common prefix stays in the KV cache; at least the last prompt token is evaluated
+    int32_t n_keep = 0;
+    while (n_keep < (int32_t) tokens_.size() && n_keep + 1 < (int32_t) prompt.size() && tokens_[n_keep] == prompt[n_keep]) {
+        ++n_keep;
+    }
+    if (need_feat && n_keep > 0) {
+        --n_keep; // the feature of the last kept token pairs with the first new token: evaluate it again
+    }
+    for (auto & entry : proposers_) {
+        const int32_t kept = entry.second->reset(n_keep);
+        if (entry.second.get() == prop) {
+            n_keep = std::min(n_keep, kept);
+        }
+    }
+    llama_memory_t mem = llama_get_memory(ctx_);
+    llama_memory_seq_rm(mem, 0, n_keep, -1);
+    tokens_.resize(n_keep);
+
+    std::vector<float> feats;
+    try {
+        prefill(prompt, n_keep, need_feat, st, feats);
+    } catch (...) {
+        llama_memory_seq_rm(mem, 0, n_keep, -1);
+        throw;
+    }
+    tokens_ = prompt;
+    st.t_prefill_us = now_us() - t_start;
+
+    const int32_t n_passes0 = prop != nullptr ? prop->n_passes() : 0;
+    rng r(gp.sampling.seed);
+    std::vector<llama_token> history = prompt; // every token so far, the root included
+    const float * logits_last = llama_get_logits_ith(ctx_, -1);
+    llama_token id;
+    if (greedy) {
+        id = pick_greedy(logits_last, n_vocab(), gp.sampling, history);
+    } else {
+        std::vector<token_prob> dist;
+        dist_from_logits(logits_last, n_vocab(), gp.sampling, history, dist);
+        id = sample_dist(dist, r);
+    }
+    if (need_feat) {
+        std::vector<llama_token> next(prompt.begin() + n_keep + 1, prompt.end());
+        next.push_back(id);
+        prop->accept(feats.data(), next.data(), (int32_t) next.size());
+    }
+
+    text_emitter em{gp.stop, {}, 0};
+    bool done = false;
+    // emits the tokens of one step; sets done and the finish reason when generation ends
+    auto emit = [&](const std::vector<llama_token> & new_tokens) {
+        std::vector<llama_token> shown;
+        for (llama_token tok : new_tokens) {
+            if (!gp.ignore_eos && is_eog(tok)) {
+                done = true;
+                res.finish_reason = "stop";
+                break;
+            }
+            shown.push_back(tok);
+            res.tokens.push_back(tok);
+            if (em.push(token_to_piece(tok, false))) {
+                done = true;
+                res.finish_reason = "stop";
+                break;
+            }
+            if (gp.max_tokens > 0 && (int32_t) res.tokens.size() >= gp.max_tokens) {
+                done = true;
+                res.finish_reason = "length";
+                break;
+            }
+        }
+        if (!done && (int32_t) tokens_.size() + 2 > n_ctx()) {
+            done = true;
+            res.finish_reason = "length";
+        }
+        const std::string text = em.take(done);
+        if (cb && !cb(shown, text) && !done) {
+            done = true;
+            res.finish_reason = "cancelled";
+        }
+    };
+    emit({id});
+
+    double t_draft_ema = 0.0;  // drafting time per drafting cycle
+    double t_unit_ema  = 0.0;  // one target token's verification time
+    tree t;
+    tree_batch tb;
+    std::vector<float> path_feats;
+    while (!done) {
+        if (cancel_) {
+            throw aborted("generation was cancelled");
+        }
+        const int32_t n_past = (int32_t) tokens_.size();
+        tree_init(t, id);
+
+        // ---- draft ----
+        const double t0 = now_us();
+        const bool auto_budget = gp.spec.n_nodes_max == 0;
+        int32_t n_nodes_max = auto_budget ? cost_.draft_budget(16) : gp.spec.n_nodes_max;
+        n_nodes_max = std::min({n_nodes_max, params_.n_batch, n_ctx() - n_past - 1});
+        const double d = t_unit_ema > 0.0 ? t_draft_ema / t_unit_ema : 0.0;
+        if (prop != nullptr && n_nodes_max > 1 && (!auto_budget || cost_.worth_drafting(d))) {
+            prop->draft(history, n_nodes_max, gp.spec, gp.sampling, r, t);
+            tree_prune(t, auto_budget ? cost_.choose(t, d) : n_nodes_max);
+            const double t_draft = now_us() - t0;
+            st.t_draft_us += t_draft;
+            t_draft_ema = t_draft_ema > 0.0 ? 0.9 * t_draft_ema + 0.1 * t_draft : t_draft;
+        }
+        st.n_nodes_max = std::max(st.n_nodes_max, t.size());
+
+        // ---- verify: the whole tree in one decode ----
+        const double t1 = now_us();
+        tree_batch_build(tb, t, n_past, ctx_);
+        llama_set_embeddings(ctx_, need_feat);
+        const int rc = llama_decode(ctx_, tb.batch);
+        if (rc != 0) {
+            kv_commit(ctx_, 0, n_past - 1, 0); // drop whatever the failed decode left behind
+            check_decode(rc, format("tree of %d nodes at n_past %d", t.size(), n_past));
+        }
+        const double t_verify = now_us() - t1;
+        st.t_verify_us += t_verify;
+        const double c_n = cost_.n_max() >= t.size() ? cost_.curve()[t.size() - 1] : (double) t.size();
+        t_unit_ema = t_unit_ema > 0.0 ? 0.9 * t_unit_ema + 0.1 * t_verify / c_n : t_verify / c_n;
+
+        // ---- accept, commit, feed the proposer ----
+        const double t2 = now_us();
+        const walk_result walk = verify_tree(ctx_, t, tb, gp.sampling, history, r);
+        if (t.size() > 1) {
+            cost_.observe(tree_expected_accept(t), walk.n_accepted);
+        }
+        const std::vector<int32_t> path = tree_path(t, walk.node);
+        if (need_feat) {
+            path_feats.resize(path.size() * (size_t) n_embd_tgt);
+            for (size_t i = 0; i < path.size(); ++i) {
+                const float * f = llama_get_embeddings_ith(ctx_, tb.row_of[path[i]]);
+                std::copy(f, f + n_embd_tgt, path_feats.begin() + i * n_embd_tgt);
+            }
+        }
+        kv_commit(ctx_, tb.leaf_seq[walk.node], n_past, walk.n_accepted);
+        std::vector<llama_token> new_tokens;
+        for (size_t i = 0; i < path.size(); ++i) {
+            tokens_.push_back(t.token[path[i]]);
+            if (i > 0) {
+                new_tokens.push_back(t.token[path[i]]);
+                history.push_back(t.token[path[i]]);
+            }
+        }
+        new_tokens.push_back(walk.next);
+        history.push_back(walk.next);
+        if (need_feat) {
+            prop->accept(path_feats.data(), new_tokens.data(), (int32_t) new_tokens.size());
+        }
+        id = walk.next;
+        st.n_cycles += 1;
+        st.n_drafted += t.size() - 1;
+        st.n_accepted += walk.n_accepted;
+        st.t_sample_us += now_us() - t2;
+        emit(new_tokens);
+    }
+    if (prop != nullptr) {
+        st.n_draft_passes = prop->n_passes() - n_passes0;
+    }
+    res.text = em.text;
+    st.n_generated = (int32_t) res.tokens.size();
+    st.t_total_us = now_us() - t_start;
+    return res;
+}
+
+} // namespace fe

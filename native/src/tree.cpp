@@ -1,0 +1,125 @@
+// Tree topology helpers: building, children, leaves, paths.
+#include "falcon-edge/tree.h"
+
+#include <algorithm>
+
+namespace fe {
+
+void tree_init(tree & t, llama_token root) {
+    t.token  = {root};
+    t.parent = {-1};
+    t.depth  = {0};
+    t.value  = {1.0f};
+    t.q_row  = {-1};
+    t.q_rows.clear();
+}
+
+int32_t tree_child(const tree & t, int32_t node, llama_token token) {
+    for (int32_t i = node + 1; i < t.size(); ++i) {
+        if (t.parent[i] == node && t.token[i] == token) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, int32_t q_row) {
+    const int32_t existing = tree_child(t, parent, token);
+    if (existing >= 0) {
+        t.value[existing] = std::max(t.value[existing], value);
+        return existing;
+    }
+    t.token.push_back(token);
+    t.parent.push_back(parent);
+    t.depth.push_back(t.depth[parent] + 1);
+    t.q_row.push_back(q_row);
+    t.value.push_back(std::min(value, t.value[parent]));
+    return t.size() - 1;
+}
+
+void tree_prune(tree & t, int32_t n_keep) {
+    if (t.size() <= n_keep) {
+        return;
+    }
+    std::vector<int32_t> order(t.size());
+    for (int32_t i = 0; i < t.size(); ++i) {
+        order[i] = i;
+    }
+    // the root first, then by value; a child never outranks its parent because values only shrink
+    // along a path and equal values are ordered by index (parents have smaller indices)
+    std::stable_sort(order.begin() + 1, order.end(), [&](int32_t a, int32_t b) { return t.value[a] > t.value[b]; });
+    std::vector<char> keep(t.size(), 0);
+    for (int32_t i = 0; i < n_keep; ++i) {
+        keep[order[i]] = 1;
+    }
+    tree out;
+    out.q_rows  = std::move(t.q_rows);
+    out.n_vocab = t.n_vocab;
+    std::vector<int32_t> new_index(t.size(), -1);
+    for (int32_t i = 0; i < t.size(); ++i) {
+        if (!keep[i]) {
+            continue;
+        }
+        new_index[i] = (int32_t) out.token.size();
+        out.token.push_back(t.token[i]);
+        out.parent.push_back(i == 0 ? -1 : new_index[t.parent[i]]);
+        out.depth.push_back(t.depth[i]);
+        out.value.push_back(t.value[i]);
+        out.q_row.push_back(t.q_row[i]);
+    }
+    t = std::move(out);
+}
+
+double tree_expected_accept(const tree & t) {
+    double sum = 0.0;
+    for (int32_t i = 1; i < t.size(); ++i) {
+        sum += t.value[i];
+    }
+    return sum;
+}
+
+std::vector<std::vector<int32_t>> tree_children(const tree & t) {
+    std::vector<std::vector<int32_t>> out(t.size());
+    for (int32_t i = 1; i < t.size(); ++i) {
+        out[t.parent[i]].push_back(i);
+    }
+    return out;
+}
+
+std::vector<int32_t> tree_dfs_order(const tree & t) {
+    const auto children = tree_children(t);
+    std::vector<int32_t> order;
+    std::vector<int32_t> stack = {0};
+    while (!stack.empty()) {
+        const int32_t u = stack.back();
+        stack.pop_back();
+        order.push_back(u);
+        // push in reverse so the first child is visited first
+        for (auto it = children[u].rbegin(); it != children[u].rend(); ++it) {
+            stack.push_back(*it);
+        }
+    }
+    return order;
+}
+
+std::vector<int32_t> tree_leaves(const tree & t) {
+    const auto children = tree_children(t);
+    std::vector<int32_t> leaves;
+    for (int32_t u : tree_dfs_order(t)) {
+        if (children[u].empty()) {
+            leaves.push_back(u);
+        }
+    }
+    return leaves;
+}
+
+std::vector<int32_t> tree_path(const tree & t, int32_t node) {
+    std::vector<int32_t> path;
+    for (int32_t u = node; u >= 0; u = t.parent[u]) {
+        path.push_back(u);
+    }
+    std::reverse(path.begin(), path.end());
+    return path;
+}
+
+} // namespace fe
