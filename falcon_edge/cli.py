@@ -106,6 +106,20 @@ def _cli_chat(args) -> int:
         history.append({"role": "assistant", "content": "".join(reply)})
 
 
+def _add_convert_cli(sub) -> None:
+    try:
+        from .convert import add_cli
+    except ImportError as e:  # the converter needs torch: pip install 'falcon-edge[train]'
+        p = sub.add_parser("convert", help="drafter checkpoint -> falcon-sar GGUF (needs falcon-edge[train])")
+        p.set_defaults(func=lambda args: _missing_extra(e))
+        return
+    add_cli(sub)
+
+
+def _missing_extra(e: ImportError) -> int:
+    raise ValueError(f"the converter needs torch ({e}): pip install 'falcon-edge[train]'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="falcon-edge", description="Falcon speculative decoding on llama.cpp / GGUF")
     parser.add_argument("--verbose", action="store_true", help="llama.cpp logs and full tracebacks")
@@ -131,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_cli(sub)
     models.add_cli(sub)
+    _add_convert_cli(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import _native, cost_curve, models
 from .chat_template import ChatTemplate
 from .config import ContextConfig, RequestConfig, SamplingConfig, SpecConfig
+from .errors import ModelLoadError
 from .types import GenerationResult, SpecStats
 
 
@@ -89,6 +90,12 @@ class EdgeFalcon:
             self.mode = "plain"
         elif str(drafter) == "ngram":
             self.mode = "ngram"
+        elif str(drafter).endswith(".gguf") or Path(drafter).is_file():
+            self.drafter_path = Path(drafter)
+            if not self.drafter_path.is_file():
+                raise ModelLoadError(f"drafter file {self.drafter_path} does not exist")
+            self._engine.load_drafter(str(self.drafter_path), n_threads or 0)
+            self.mode = "falcon"
         else:
             raise ValueError(f"drafter must be None, 'ngram' or a falcon-sar GGUF path, got {drafter!r}")
         self.spec = SpecConfig(mode=self.mode, n_nodes_max=tree_budget)

@@ -32,3 +32,11 @@ def qwen15_path() -> Path:
 def mixed_prompts() -> list[str]:
     """Prompts across MT-Bench, HumanEval and GSM8K (8 + 6 + 6)."""
     return load_prompts("mt-bench", 8) + load_prompts("humaneval", 6) + load_prompts("gsm8k", 6)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory) -> Path:
+    """A seeded random 2-layer llama target with F32 weights: batched and sequential decoding agree exactly."""
+    from helpers.tiny_target import write_tiny_llama_gguf
+
+    return write_tiny_llama_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf", seed=0).path

@@ -1,5 +1,7 @@
 // NB_MODULE(_native): exposes the engine, its parameter structs and the typed exceptions. No logic.
+#include "falcon-edge/drafter.h"
 #include "falcon-edge/engine.h"
+#include "falcon-edge/falcon-proposer.h"
 #include "falcon-edge/errors.h"
 #include "falcon-edge/gguf-schema.h"
 
@@ -11,6 +13,8 @@
 
 namespace nb = nanobind;
 using namespace nb::literals;
+
+void fe_bind_drafter(nb::module_ & m);
 
 
 static void bind_params(nb::module_ & m) {
@@ -87,6 +91,14 @@ static void bind_engine(nb::module_ & m) {
         .def_prop_ro("token_eos", &fe::engine::token_eos)
         .def("is_eog", &fe::engine::is_eog, "id"_a)
         .def("has_proposer", &fe::engine::has_proposer, "mode"_a)
+        .def("load_drafter", [](fe::engine & e, const std::string & path_dft, int32_t n_threads) {
+                 fe::drafter_params dp;
+                 dp.n_ctx = e.n_ctx();
+                 dp.n_threads = n_threads;
+                 auto dft = std::make_unique<fe::drafter>(path_dft, e.path(), e.model(), dp);
+                 e.set_proposer("falcon", std::make_unique<fe::falcon_proposer>(std::move(dft)));
+             }, "path"_a, "n_threads"_a = 0, nb::call_guard<nb::gil_scoped_release>(),
+             "loads a falcon-sar drafter for this target and enables mode 'falcon'")
         .def("set_verify_cost", &fe::engine::set_verify_cost, "cost"_a)
         .def("verify_cost", &fe::engine::verify_cost)
         .def("measure_verify_cost", &fe::engine::measure_verify_cost, "n_max"_a, "n_reps"_a, "n_depth"_a,
@@ -132,4 +144,5 @@ NB_MODULE(_native, m) {
 
     bind_params(m);
     bind_engine(m);
+    fe_bind_drafter(m);
 }

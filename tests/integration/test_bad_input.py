@@ -70,7 +70,7 @@ def test_invalid_parameters(llm, kwargs, match):
 
 def test_out_of_vocab_token(llm):
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        llm.generate([1, 10**7])
+        llm.generate([1, 10**7], max_tokens=8)
 
 
 def test_invalid_constructor_arguments(smollm_path):

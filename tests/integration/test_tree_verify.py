@@ -1,4 +1,7 @@
-"""Tree verification in one llama_decode equals sequential decoding, node for node (flash attention off)."""
+"""Tree verification in one llama_decode equals sequential decoding, node for node (flash attention off).
+
+Exactness is checked on an F32 target: quantized CPU kernels change their accumulation order with the batch size,
+so on Q4/Q8 models tree and sequential logits differ in the last bits (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -14,16 +17,16 @@ pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
-def engine(smollm_path):
-    return _native.Engine(str(smollm_path), ContextConfig(n_ctx=512, n_batch=64).to_native())
+def engine(tiny_path):
+    return _native.Engine(str(tiny_path), ContextConfig(n_ctx=512, n_batch=64).to_native())
 
 
 def _random_tree(rng: random.Random, n_nodes: int, n_vocab: int) -> tuple[list[int], list[int]]:
-    tokens = [rng.randrange(100, n_vocab)]
+    tokens = [rng.randrange(3, n_vocab)]
     parents = [-1]
     for i in range(1, n_nodes):
         parents.append(rng.randrange(0, i))
-        tokens.append(rng.randrange(100, n_vocab))
+        tokens.append(rng.randrange(3, n_vocab))
     return tokens, parents
 
 

@@ -1,0 +1,1 @@
+"""Drafter training and its PyTorch reference model (needs the `train` extra: torch)."""

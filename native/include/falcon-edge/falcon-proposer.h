@@ -1,0 +1,54 @@
+// The Falcon proposer: grows a custom decoding tree from the semi-autoregressive drafter, k tokens
+// per drafter pass (falcon-method.md §5; docs/drafter-format.md for the drafter's inputs).
+//
+// One drafting phase:
+//   1. context pass: the drafter catches up with the committed pairs (the last k re-evaluated as one
+//      block) and its last k output rows give the distributions of depths 1 .. k;
+//   2. the k-block Cartesian structure: every combination of the top_k_draft candidates of each row
+//      is a path of the block (the row-j candidates do not depend on the row-(j-1) token); a node's
+//      value is the product of its path's drafter probabilities;
+//   3. each further pass expands the most valuable nodes that complete a block (depths k, 2k, ...):
+//      one drafter block per node, all blocks of a pass in one graph, giving depths +1 .. +k.
+// The engine then keeps the nodes the device can afford (cost-model.h). Candidates are chosen
+// deterministically (top-k), so their proposal rows are point masses (tree.q_row = -1).
+#pragma once
+
+#include "falcon-edge/drafter.h"
+#include "falcon-edge/proposer.h"
+
+#include <memory>
+
+namespace fe {
+
+class falcon_proposer : public proposer {
+public:
+    explicit falcon_proposer(std::unique_ptr<drafter> dft) : dft_(std::move(dft)) {}
+
+    bool needs_features() const override { return true; }
+    int32_t reset(int32_t n_keep) override;
+    void accept(const float * feats, const llama_token * next, int32_t n) override;
+    void draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,
+               const sampling_params & smp, rng & r, tree & out) override;
+    int32_t n_passes() const override { return n_passes_; }
+
+    const drafter & get_drafter() const { return *dft_; }
+
+private:
+    // a node that completes a block and may be expanded by a further drafter pass
+    struct frontier {
+        int32_t node;                 // tree node at depth L*k
+        int32_t block;                // index of the drafter block that produced its rows (-1: the context)
+        std::vector<float> feat;      // [k*n_embd] output features of that block
+    };
+
+    // adds the Cartesian block of candidates below `node` from k rows of logits; returns the new
+    // frontier nodes (depth k below `node`)
+    void add_block(tree & t, int32_t node, int32_t block, const float * feat, const float * logits, int32_t top_k,
+                   int32_t depth_max, std::vector<frontier> & next);
+
+    std::unique_ptr<drafter> dft_;
+    int32_t n_passes_ = 0;
+    std::vector<float> feat_, logits_; // scratch
+};
+
+} // namespace fe

@@ -1,0 +1,111 @@
+// Falcon tree growth: context pass, Cartesian k-blocks, expansion passes.
+#include "falcon-edge/falcon-proposer.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace fe {
+
+int32_t falcon_proposer::reset(int32_t n_keep) {
+    const int32_t kept = std::min(n_keep, dft_->n_pairs());
+    dft_->truncate(kept);
+    return kept;
+}
+
+void falcon_proposer::accept(const float * feats, const llama_token * next, int32_t n) {
+    dft_->push_pairs(feats, next, n);
+}
+
+// top-k of one row of logits as (draft id, probability), most probable first
+static std::vector<std::pair<int32_t, float>> top_candidates(const float * logits, int32_t n_vocab, int32_t k) {
+    std::vector<int32_t> ids(n_vocab);
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        ids[i] = i;
+    }
+    k = std::min(k, n_vocab);
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+    const float l_max = logits[ids[0]];
+    double z = 0.0;
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        z += std::exp((double) logits[i] - l_max);
+    }
+    std::vector<std::pair<int32_t, float>> out(k);
+    for (int32_t i = 0; i < k; ++i) {
+        out[i] = {ids[i], (float) (std::exp((double) logits[ids[i]] - l_max) / z)};
+    }
+    return out;
+}
+
+void falcon_proposer::add_block(tree & t, int32_t node, int32_t block, const float * feat, const float * logits,
+                                int32_t top_k, int32_t depth_max, std::vector<frontier> & next) {
+    const drafter_hparams & hp = dft_->hparams();
+    const int32_t k = hp.block_size;
+    const int32_t n_rows = std::min(k, depth_max - t.depth[node]);
+    if (n_rows <= 0) {
+        return;
+    }
+    std::vector<std::vector<std::pair<int32_t, float>>> rows(n_rows);
+    for (int32_t j = 0; j < n_rows; ++j) {
+        rows[j] = top_candidates(logits + (size_t) j * hp.n_vocab_draft, hp.n_vocab_draft, top_k);
+    }
+    // walk the Cartesian product row by row: level j holds the nodes at depth(node) + j
+    std::vector<int32_t> level = {node};
+    for (int32_t j = 0; j < n_rows; ++j) {
+        std::vector<int32_t> deeper;
+        for (int32_t u : level) {
+            for (const auto & cand : rows[j]) {
+                const llama_token id = dft_->draft_to_target(cand.first);
+                deeper.push_back(tree_add(t, u, id, t.value[u] * cand.second));
+            }
+        }
+        level = std::move(deeper);
+    }
+    if (n_rows == k) {
+        for (int32_t u : level) {
+            next.push_back({u, block, std::vector<float>(feat, feat + (size_t) k * hp.n_embd)});
+        }
+    }
+}
+
+void falcon_proposer::draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,
+                            const sampling_params & smp, rng & r, tree & out) {
+    const drafter_hparams & hp = dft_->hparams();
+    const int32_t k = hp.block_size;
+    dft_->eval_context(feat_, logits_);
+    n_passes_ += 1;
+
+    std::vector<frontier> front;
+    add_block(out, 0, -1, feat_.data(), logits_.data(), sp.top_k_draft, sp.depth_max, front);
+
+    int32_t n_blocks = 0; // blocks evaluated in this phase (their indices for parent links)
+    for (int32_t pass = 1; pass < sp.n_passes && !front.empty(); ++pass) {
+        // expand the most valuable block-completing nodes; the value of a deeper node never exceeds
+        // its parent's, so expanding more than the budget allows cannot help
+        std::sort(front.begin(), front.end(), [&](const frontier & a, const frontier & b) {
+            return out.value[a.node] > out.value[b.node];
+        });
+        const int32_t n_expand = std::min<int32_t>((int32_t) front.size(), std::max(1, sp.top_k_draft));
+        std::vector<drafter_block> blocks(n_expand);
+        for (int32_t b = 0; b < n_expand; ++b) {
+            const std::vector<int32_t> path = tree_path(out, front[b].node);
+            blocks[b].parent = front[b].block;
+            blocks[b].feat = front[b].feat;
+            blocks[b].tok.assign(k, 0);
+            for (int32_t j = 0; j < k; ++j) {
+                blocks[b].tok[j] = out.token[path[path.size() - k + j]];
+            }
+        }
+        dft_->eval_blocks(blocks, feat_, logits_);
+        n_passes_ += 1;
+        std::vector<frontier> next;
+        for (int32_t b = 0; b < n_expand; ++b) {
+            add_block(out, front[b].node, n_blocks + b, feat_.data() + (size_t) b * k * hp.n_embd,
+                      logits_.data() + (size_t) b * k * hp.n_vocab_draft, sp.top_k_draft, sp.depth_max, next);
+        }
+        n_blocks += n_expand;
+        front = std::move(next);
+    }
+    tree_prune(out, n_nodes_max);
+}
+
+} // namespace fe
