@@ -1,5 +1,6 @@
 // Python binding of fe::drafter (class Drafter): argument conversion only, no logic.
 #include "falcon-edge/drafter.h"
+#include "falcon-edge/gguf-schema.h"
 
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
@@ -40,7 +41,7 @@ nb::dict hparams_dict(const fe::drafter_hparams & hp) {
     d["rms_eps"]           = hp.rms_eps;
     d["rope_freq_base"]    = hp.rope_freq_base;
     d["rope_mode"]         = hp.rope_mode;
-    d["fusion"]            = hp.fusion == fe::fusion_kind::LSTM ? "lstm" : "linear";
+    d["fusion"]            = hp.fusion == fe::fusion_kind::LSTM ? fe::gguf_schema::FUSION_LSTM : fe::gguf_schema::FUSION_LINEAR;
     d["n_vocab_draft"]     = hp.n_vocab_draft;
     d["target_arch"]       = hp.target_arch;
     d["target_n_embd"]     = hp.target_n_embd;
