@@ -106,6 +106,14 @@ static void bind_engine(nb::module_ & m) {
         .def("reset", &fe::engine::reset, nb::call_guard<nb::gil_scoped_release>())
         .def("cancel", &fe::engine::cancel)
         .def("cached_tokens", &fe::engine::cached_tokens)
+        .def("features", [](fe::engine & e, const std::vector<llama_token> & tokens) {
+                 std::vector<float> f;
+                 {
+                     nb::gil_scoped_release nogil;
+                     f = e.features(tokens);
+                 }
+                 return nb::bytes(reinterpret_cast<const char *>(f.data()), f.size() * sizeof(float));
+             }, "tokens"_a, "post-norm hidden states as float32 bytes [n_tokens * n_embd]")
         .def("prefill_only", &fe::engine::prefill_only, "tokens"_a, nb::call_guard<nb::gil_scoped_release>())
         .def("tree_logits", [](fe::engine & e, const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {
                  std::vector<float> l;

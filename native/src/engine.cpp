@@ -234,17 +234,27 @@ void engine::reset() {
 
 // ---- probes for tests ----
 
-void engine::prefill_only(const std::vector<llama_token> & tokens) {
+std::vector<float> engine::evaluate(const std::vector<llama_token> & tokens, bool need_feat) {
     reset();
     std::lock_guard<std::mutex> lock(mutex_);
     if (tokens.empty() || (int32_t) tokens.size() >= n_ctx()) {
-        throw std::invalid_argument(format("prefill needs 1 to %d tokens, got %d", n_ctx() - 1, (int) tokens.size()));
+        throw std::invalid_argument(format("evaluation needs 1 to %d tokens, got %d", n_ctx() - 1, (int) tokens.size()));
+    }
+    for (llama_token id : tokens) {
+        if (id < 0 || id >= n_vocab()) {
+            throw std::invalid_argument(format("token %d is outside the vocabulary [0, %d)", id, n_vocab()));
+        }
     }
     gen_stats st;
     std::vector<float> feats;
-    prefill(tokens, 0, false, st, feats);
+    prefill(tokens, 0, need_feat, st, feats);
     tokens_ = tokens;
+    return feats;
 }
+
+void engine::prefill_only(const std::vector<llama_token> & tokens) { evaluate(tokens, false); }
+
+std::vector<float> engine::features(const std::vector<llama_token> & tokens) { return evaluate(tokens, true); }
 
 std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {
     std::lock_guard<std::mutex> lock(mutex_);

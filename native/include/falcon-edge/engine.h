@@ -73,6 +73,11 @@ public:
     void reset();
     // requests cancellation of the running generate() from any thread
     void cancel() { cancel_ = true; }
+    // ---- features (drafter training) ----
+    // clears the cache, evaluates `tokens` and returns the target's post-norm hidden state (the
+    // LM-head input) at every position [n_tokens * n_embd]; the cache then holds `tokens`
+    std::vector<float> features(const std::vector<llama_token> & tokens);
+
     // ---- probes for tests (exactness of tree verification and of the KV cache) ----
     // clears the cache and evaluates `tokens` into seq 0 (no logits kept)
     void prefill_only(const std::vector<llama_token> & tokens);
@@ -87,6 +92,8 @@ private:
     void prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, gen_stats & st,
                  std::vector<float> & feats);
     proposer * proposer_for(const std::string & mode) const;
+    // clears the cache and prefills `tokens`; returns their features when need_feat
+    std::vector<float> evaluate(const std::vector<llama_token> & tokens, bool need_feat);
 
     std::string path_;
     engine_params params_;
