@@ -35,8 +35,13 @@ def mixed_prompts() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory) -> Path:
+def tiny_target(tmp_path_factory):
     """A seeded random 2-layer llama target with F32 weights: batched and sequential decoding agree exactly."""
     from helpers.tiny_target import write_tiny_llama_gguf
 
-    return write_tiny_llama_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf", seed=0).path
+    return write_tiny_llama_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tiny_target) -> Path:
+    return tiny_target.path
