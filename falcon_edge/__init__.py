@@ -34,7 +34,7 @@ from .errors import (  # noqa: E402
     ModelLoadError,
     UnknownModelError,
 )
-from .types import GenerationResult, SpecStats  # noqa: E402
+from .types import GenerationResult, SpecStats, StreamChunk  # noqa: E402
 
 __version__ = _metadata.version("falcon-edge")
 
@@ -48,6 +48,7 @@ __all__ = [
     "ModelFetchError",
     "ModelLoadError",
     "SpecStats",
+    "StreamChunk",
     "UnknownModelError",
     "__version__",
 ]

@@ -1,19 +1,31 @@
-"""The ``falcon-edge`` command line: demo, generate, chat, bench, models.
+"""The ``falcon-edge`` command line: demo, generate, chat, serve, bench, models, convert.
 
-Flags mirror llama.cpp where they exist (-m, -md, -c, -ngl, -t, -n, --temp, --top-k, --top-p, --seed). Errors
-print one line (a traceback with --verbose).
+Flags mirror llama.cpp where they exist (-m, -md, -c, -ngl, -t, -n, --temp, --top-k, --top-p, --seed). Errors,
+argument errors included, print one line and exit with code 2 (a traceback with --verbose).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+from typing import NoReturn
 
 from . import bench, models
+from .config import RequestConfig, SamplingConfig
 from .engine import EdgeFalcon
 from .errors import FalconEdgeError
+from .server import serve
 
 DEMO_PROMPT = "Write a Python function that returns the n-th Fibonacci number, with a docstring and two doctests."
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (``falcon-edge generate: error: ...``) instead of usage plus error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_model_args(p: argparse.ArgumentParser, drafter_default: str | None = "ngram") -> None:
@@ -25,13 +37,13 @@ def _add_model_args(p: argparse.ArgumentParser, drafter_default: str | None = "n
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, temp: float) -> None:
-    p.add_argument("-n", "--max-tokens", type=int, default=256)
-    p.add_argument("--temp", type=float, default=temp, help="temperature (0: greedy)")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--min-p", type=float, default=0.05)
-    p.add_argument("--repeat-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("-n", "--max-tokens", type=int, default=256, help="tokens to generate at most per answer")
+    p.add_argument("--temp", type=float, default=temp, help=f"temperature (0: greedy; default {temp})")
+    p.add_argument("--top-k", type=int, default=40, help="keep the k most likely tokens (<= 0: all)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus probability mass kept (1: off)")
+    p.add_argument("--min-p", type=float, default=0.05, help="drop tokens below min-p times the most likely (0: off)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty of recently seen tokens (1: off)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one per answer)")
 
 
 def _open(args) -> EdgeFalcon:
@@ -41,8 +53,11 @@ def _open(args) -> EdgeFalcon:
 
 
 def _sampling(args) -> dict:
-    return dict(max_tokens=args.max_tokens, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
-                min_p=args.min_p, repeat_penalty=args.repeat_penalty, seed=args.seed)
+    """Sampling keyword arguments of chat()/generate(), checked before a model is fetched or loaded."""
+    kwargs = {"temperature": args.temp, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
+              "repeat_penalty": args.repeat_penalty, "seed": args.seed}
+    RequestConfig(max_tokens=args.max_tokens, sampling=SamplingConfig(**kwargs))  # raises ValueError naming the field
+    return {"max_tokens": args.max_tokens, **kwargs}
 
 
 def _stats_line(label: str, st: dict) -> str:
@@ -68,8 +83,9 @@ def _cli_demo(args) -> int:
 
 
 def _cli_generate(args) -> int:
+    sampling = _sampling(args)
     llm = _open(args)
-    res = llm.generate(args.prompt, stop=args.stop or None, **_sampling(args))
+    res = llm.generate(args.prompt, stop=args.stop or None, **sampling)
     print(res.text)
     st = res.stats.as_dict()
     print(_stats_line(f"{llm.mode}:", st), file=sys.stderr)
@@ -77,6 +93,7 @@ def _cli_generate(args) -> int:
 
 
 def _cli_chat(args) -> int:
+    sampling = _sampling(args)
     llm = _open(args)
     history: list[dict] = []
     print("falcon-edge chat: /reset clears the conversation, /stats shows the last turn's statistics, Ctrl-D quits")
@@ -97,7 +114,7 @@ def _cli_chat(args) -> int:
             continue
         history.append({"role": "user", "content": line})
         reply = []
-        for chunk in llm.chat(history, stream=True, **_sampling(args)):
+        for chunk in llm.chat(history, stream=True, **sampling):
             text = chunk["choices"][0]["delta"].get("content", "")
             reply.append(text)
             print(text, end="", flush=True)
@@ -106,12 +123,18 @@ def _cli_chat(args) -> int:
         history.append({"role": "assistant", "content": "".join(reply)})
 
 
+def _cli_serve(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    serve(_open(args), args.host, args.port, api_key=args.api_key)
+    return 0
+
+
 def _add_convert_cli(sub) -> None:
     try:
         from .convert import add_cli
     except ImportError as e:  # the converter needs torch: pip install 'falcon-edge[train]'
         p = sub.add_parser("convert", help="drafter checkpoint -> falcon-sar GGUF (needs falcon-edge[train])")
-        p.set_defaults(func=lambda args: _missing_extra(e))
+        p.set_defaults(func=lambda args, error=e: _missing_extra(error))  # `e` is unbound after the except block
         return
     add_cli(sub)
 
@@ -121,20 +144,20 @@ def _missing_extra(e: ImportError) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="falcon-edge", description="Falcon speculative decoding on llama.cpp / GGUF")
+    parser = _ArgumentParser(prog="falcon-edge", description="Falcon speculative decoding on llama.cpp / GGUF")
     parser.add_argument("--verbose", action="store_true", help="llama.cpp logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="answer a chat prompt with the default target, speculative vs plain")
     _add_model_args(p)
-    p.add_argument("-p", "--prompt", default=DEMO_PROMPT)
-    p.add_argument("-n", "--max-tokens", type=int, default=192)
+    p.add_argument("-p", "--prompt", default=DEMO_PROMPT, help="the user message (default: a Fibonacci task)")
+    p.add_argument("-n", "--max-tokens", type=int, default=192, help="tokens to generate at most")
     p.set_defaults(func=_cli_demo)
 
     p = sub.add_parser("generate", help="complete a raw prompt")
     _add_model_args(p)
     _add_sampling_args(p, temp=0.0)
-    p.add_argument("-p", "--prompt", required=True)
+    p.add_argument("-p", "--prompt", required=True, help="the text to complete (special tokens are parsed)")
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
     p.set_defaults(func=_cli_generate)
 
@@ -142,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_sampling_args(p, temp=0.2)
     p.set_defaults(func=_cli_chat)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions)")
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="IPv4 address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the model)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (0: a free one; default 8080)")
+    p.add_argument("--api-key", default=os.environ.get("FALCON_EDGE_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $FALCON_EDGE_API_KEY, else no key)")
+    p.set_defaults(func=_cli_serve)
 
     bench.add_cli(sub)
     models.add_cli(sub)

@@ -20,7 +20,7 @@ from . import _native, cost_curve, models
 from .chat_template import ChatTemplate
 from .config import ContextConfig, RequestConfig, SamplingConfig, SpecConfig
 from .errors import ModelLoadError
-from .types import GenerationResult, SpecStats
+from .types import GenerationResult, SpecStats, StreamChunk
 
 
 def _spec_stats(mode: str, st: _native.GenStats) -> SpecStats:
@@ -263,23 +263,67 @@ class EdgeFalcon:
             "falcon": res.stats.as_dict(),
         }
 
-    def _chat_stream(self, tokens: list[int], req: RequestConfig) -> Iterator[dict]:
-        chunks: queue.Queue = queue.Queue()
+    def _stream(self, tokens: list[int], req: RequestConfig) -> Iterator[StreamChunk]:
+        """Runs the request on a worker thread and yields its text as each verification step lands."""
+        pieces: queue.Queue = queue.Queue()
         stop_flag = threading.Event()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
         def on_chunk(_tokens, text: bytes) -> bool:
             piece = decoder.decode(text)
             if piece:
-                chunks.put(("text", piece))
+                pieces.put(("text", piece))
             return not stop_flag.is_set()
 
         def worker() -> None:
             try:
-                chunks.put(("done", self._run(tokens, req, on_chunk)))
+                pieces.put(("done", self._run(tokens, req, on_chunk)))
             except BaseException as e:  # delivered to the consumer's thread
-                chunks.put(("error", e))
+                pieces.put(("error", e))
 
+        def gen() -> Iterator[StreamChunk]:
+            thread = threading.Thread(target=worker, daemon=True)
+            thread.start()
+            try:
+                while True:
+                    kind, value = pieces.get()
+                    if kind == "text":
+                        yield StreamChunk(value)
+                    elif kind == "error":
+                        raise value
+                    else:
+                        yield StreamChunk(decoder.decode(b"", final=True), value)
+                        return
+            finally:
+                stop_flag.set()
+                thread.join()
+
+        return gen()
+
+    def generate_stream(
+        self,
+        prompt: str | list[int],
+        *,
+        max_tokens: int | None = 256,
+        temperature: float = 0.0,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+        speculative: bool = True,
+    ) -> Iterator[StreamChunk]:
+        """Like :meth:`generate`, yielding text as it is verified; the last chunk carries the result.
+
+        Closing the iterator early stops the generation (its result then says ``"cancelled"``).
+        """
+        sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                  repeat_penalty=repeat_penalty, seed=seed)
+        req = self._request(max_tokens, stop, sampling, speculative)
+        return self._stream(self._prompt_tokens(prompt), req)
+
+    def _chat_stream(self, tokens: list[int], req: RequestConfig) -> Iterator[dict]:
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         def chunk(delta: dict, finish=None, **extra) -> dict:
@@ -289,27 +333,19 @@ class EdgeFalcon:
             return out
 
         def gen() -> Iterator[dict]:
-            thread = threading.Thread(target=worker, daemon=True)
-            thread.start()
+            pieces = self._stream(tokens, req)
             try:
                 yield chunk({"role": "assistant"})
-                while True:
-                    kind, value = chunks.get()
-                    if kind == "text":
-                        yield chunk({"content": value})
-                    elif kind == "error":
-                        raise value
-                    else:
-                        tail = decoder.decode(b"", final=True)
-                        if tail:
-                            yield chunk({"content": tail})
-                        fr = "stop" if value.finish_reason == "cancelled" else value.finish_reason
-                        yield chunk({}, fr, usage={"prompt_tokens": len(tokens), "completion_tokens": len(value.tokens),
-                                                   "total_tokens": len(tokens) + len(value.tokens)},
-                                    falcon=value.stats.as_dict())
-                        return
+                for piece in pieces:
+                    if piece.text:
+                        yield chunk({"content": piece.text})
+                    if piece.result is not None:
+                        res = piece.result
+                        fr = "stop" if res.finish_reason == "cancelled" else res.finish_reason
+                        yield chunk({}, fr, usage={"prompt_tokens": len(tokens), "completion_tokens": len(res.tokens),
+                                                   "total_tokens": len(tokens) + len(res.tokens)},
+                                    falcon=res.stats.as_dict())
             finally:
-                stop_flag.set()
-                thread.join()
+                pieces.close()
 
         return gen()

@@ -91,3 +91,16 @@ class GenerationResult:
     tokens: list[int]
     finish_reason: str
     stats: SpecStats
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One piece of a streamed generation (:meth:`falcon_edge.EdgeFalcon.generate_stream`).
+
+    Attributes:
+        text: newly verified text (may be empty; UTF-8 sequences split across steps are joined).
+        result: None until the last chunk, which carries the whole :class:`GenerationResult`.
+    """
+
+    text: str
+    result: GenerationResult | None = None
