@@ -8,6 +8,7 @@ per verified chunk.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import os
 import queue
 import threading
@@ -57,6 +58,10 @@ class EdgeFalcon:
             measured on this device and the drafter's running acceptance, and decodes plainly where drafting loses.
         n_batch: prompt chunk size (a tree must fit in one).
         flash_attn: flash attention in the target (off: tree verification is then bit-exact with sequential decoding).
+        spec: further speculation settings (:class:`SpecConfig`: tree depth, candidates per drafted position,
+            drafter passes, n-gram lengths); its ``mode`` and ``n_nodes_max`` come from ``drafter`` and ``tree_budget``.
+        verify_cost: the target's verify-cost curve c(1..N) relative to one node, instead of measuring it on this
+            device (a curve measured elsewhere, or a constructed one in tests).
 
     Raises:
         ModelLoadError: the target or drafter cannot be loaded.
@@ -77,6 +82,8 @@ class EdgeFalcon:
         tree_budget: int = 0,
         n_batch: int = 256,
         flash_attn: bool = False,
+        spec: SpecConfig | None = None,
+        verify_cost: list[float] | None = None,
     ):
         self.context = ContextConfig(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
                                      flash_attn=flash_attn, verbose=verbose)
@@ -98,8 +105,12 @@ class EdgeFalcon:
             self.mode = "falcon"
         else:
             raise ValueError(f"drafter must be None, 'ngram' or a falcon-sar GGUF path, got {drafter!r}")
-        self.spec = SpecConfig(mode=self.mode, n_nodes_max=tree_budget)
-        if self.mode != "plain" and tree_budget == 0:
+        self.spec = dataclasses.replace(spec or SpecConfig(), mode=self.mode, n_nodes_max=tree_budget)
+        if verify_cost is not None:
+            if not verify_cost or any(not c > 0 for c in verify_cost):
+                raise ValueError(f"verify_cost must be a non-empty list of positive costs, got {verify_cost!r}")
+            self._engine.set_verify_cost([float(c) for c in verify_cost])
+        elif self.mode != "plain" and tree_budget == 0:
             curve = cost_curve.load_or_measure(self._engine, self.target_path, n_threads=n_threads or os.cpu_count() or 1,
                                                n_batch=n_batch, n_gpu_layers=n_gpu_layers)
             self._engine.set_verify_cost(curve)

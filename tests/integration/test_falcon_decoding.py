@@ -12,6 +12,7 @@ import pytest
 from helpers.tiny_drafter import checkpoint_of, make_tiny_drafter
 
 from falcon_edge import EdgeFalcon
+from falcon_edge.config import SpecConfig
 from falcon_edge.convert import run as write_drafter
 from falcon_edge.datasets import load_prompts
 from falcon_edge.train.target_weights import read_target_meta
@@ -49,9 +50,9 @@ def _drafter(tiny_target, tmp_path_factory, k: int, fusion: str, seed: int):
 )
 def test_greedy_falcon_matches_plain(tiny_target, tmp_path_factory, prompts, plain, k, fusion, budget, top_k_draft, n_passes):
     path = _drafter(tiny_target, tmp_path_factory, k, fusion, seed=k)
-    llm = EdgeFalcon(tiny_target.path, drafter=path, n_ctx=1024, n_threads=2, tree_budget=budget)
+    llm = EdgeFalcon(tiny_target.path, drafter=path, n_ctx=1024, n_threads=2, tree_budget=budget,
+                     spec=SpecConfig(top_k_draft=top_k_draft, n_passes=n_passes))
     assert llm.mode == "falcon"
-    llm.spec = llm.spec.__class__(mode="falcon", n_nodes_max=budget, top_k_draft=top_k_draft, n_passes=n_passes)
     drafted = 0
     for p in prompts:
         res = llm.generate(p, max_tokens=MAX_TOKENS)

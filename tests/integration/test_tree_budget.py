@@ -1,0 +1,43 @@
+"""Hardware-aware tree size: plain decoding where verification is too expensive to win, trees where it is cheap."""
+
+from __future__ import annotations
+
+import pytest
+
+from falcon_edge import EdgeFalcon
+
+PROMPT = "one two three four five one two three four five one two three four five one two three"
+
+
+def _run(tiny_path, curve):
+    llm = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2, verify_cost=curve)
+    plain = llm.generate(PROMPT, max_tokens=64, speculative=False)
+    spec = llm.generate(PROMPT, max_tokens=64)
+    assert spec.tokens == plain.tokens
+    return spec.stats
+
+
+def test_expensive_verification_falls_back_to_plain(tiny_path):
+    # every extra node costs twice a whole step: no tree can beat one token per step
+    st = _run(tiny_path, [1.0] + [2.0 * n for n in range(2, 17)])
+    assert st.n_drafted == 0 and st.n_nodes_max == 1
+
+
+def test_cheap_verification_grows_trees(tiny_path):
+    # verification of up to 16 nodes costs as much as one: drafted trees always pay
+    st = _run(tiny_path, [1.0] * 16)
+    assert st.n_nodes_max > 2 and st.n_drafted > 0
+
+
+def test_measured_curve_is_cached_and_starts_at_one(tiny_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
+    llm = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)
+    curve = list(llm._native_engine().verify_cost())
+    assert curve[0] == 1.0 and len(curve) == 16 and all(c > 0 for c in curve)
+    assert (tmp_path / "verify-cost.json").is_file()
+
+
+@pytest.mark.parametrize("bad", [[], [0.0, 1.0], [1.0, -2.0]])
+def test_bad_curve(tiny_path, bad):
+    with pytest.raises(ValueError, match="verify_cost"):
+        EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, verify_cost=bad)
