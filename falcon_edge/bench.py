@@ -54,6 +54,7 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         cycles = sum(r["spec"]["n_cycles"] for r in rows)
         accepted = sum(r["spec"]["n_accepted"] for r in rows)
         drafted = sum(r["spec"]["n_drafted"] for r in rows)
+        passes = sum(r["spec"]["n_draft_passes"] for r in rows)
         report["datasets"][name] = {
             "n_prompts": len(rows),
             "plain_tokens_per_s": n_plain / t_plain,
@@ -64,6 +65,8 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
             "draft_acceptance": accepted / drafted if drafted else 0.0,
             "mean_tree_nodes": statistics.mean(r["spec"]["n_nodes_max"] for r in rows),
             "draft_s_share": sum(r["spec"]["t_draft_s"] for r in rows) / t_spec,
+            # one drafter forward pass relative to one plain target token (the drafter's own cost)
+            "draft_pass_cost": (sum(r["spec"]["t_draft_s"] for r in rows) / passes) / (t_plain / n_plain) if passes else 0.0,
             "rows": rows,
         }
     return report
@@ -73,10 +76,11 @@ def format_table(report: dict) -> str:
     """A fixed-width table of the per-dataset summary."""
     lines = [f"target {report['target']}  drafter {report['drafter']}  threads {report['n_threads']}  "
              f"commit {report['commit']}  {report['date']}",
-             f"{'dataset':<10} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>8} {'tau':>6} {'alpha':>6} {'accept':>7}"]
+             f"{'dataset':<10} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>8} {'tau':>6} {'alpha':>6} {'accept':>7}"
+             f" {'pass cost':>9}"]
     for name, d in report["datasets"].items():
         lines.append(f"{name:<10} {d['plain_tokens_per_s']:>11.2f} {d['spec_tokens_per_s']:>10.2f} {d['speedup']:>7.2f}x "
-                     f"{d['tau']:>6.2f} {d['alpha']:>6.2f} {d['draft_acceptance']:>7.2f}")
+                     f"{d['tau']:>6.2f} {d['alpha']:>6.2f} {d['draft_acceptance']:>7.2f} {d['draft_pass_cost']:>9.3f}")
     return "\n".join(lines)
 
 

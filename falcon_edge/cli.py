@@ -7,6 +7,7 @@ argument errors included, print one line and exit with code 2 (a traceback with 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -129,18 +130,19 @@ def _cli_serve(args) -> int:
     return 0
 
 
-def _add_convert_cli(sub) -> None:
+def _add_torch_cli(sub, name: str, module: str, help: str) -> None:
+    """Registers subcommand `name` from falcon_edge.<module>.add_cli; without torch, one that says what to install."""
     try:
-        from .convert import add_cli
-    except ImportError as e:  # the converter needs torch: pip install 'falcon-edge[train]'
-        p = sub.add_parser("convert", help="drafter checkpoint -> falcon-sar GGUF (needs falcon-edge[train])")
-        p.set_defaults(func=lambda args, error=e: _missing_extra(error))  # `e` is unbound after the except block
+        add_cli = importlib.import_module(f".{module}", __package__).add_cli
+    except ImportError as e:
+        p = sub.add_parser(name, help=f"{help} (needs falcon-edge[train])")
+        p.set_defaults(func=lambda args, error=e: _missing_extra(name, error))  # `e` is unbound after the block
         return
     add_cli(sub)
 
 
-def _missing_extra(e: ImportError) -> int:
-    raise ValueError(f"the converter needs torch ({e}): pip install 'falcon-edge[train]'")
+def _missing_extra(name: str, e: ImportError) -> int:
+    raise ValueError(f"falcon-edge {name} needs torch ({e}): pip install 'falcon-edge[train]'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_cli(sub)
     models.add_cli(sub)
-    _add_convert_cli(sub)
+    _add_torch_cli(sub, "convert", "convert", "drafter checkpoint -> falcon-sar GGUF")
+    _add_torch_cli(sub, "train", "train.trainer", "train a Falcon drafter")
     return parser
 
 

@@ -1,0 +1,101 @@
+"""The training loop end to end on a tiny target: features → fit → checkpoint/resume → GGUF that loads."""
+
+from __future__ import annotations
+
+import json
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from falcon_edge import EdgeFalcon
+from falcon_edge.train import data, features, trainer
+from falcon_edge.train.csgd import CSGDConfig
+
+
+def test_draft_vocab_by_frequency_and_coverage():
+    seqs = [SimpleNamespace(tokens=np.array([5, 5, 5, 7, 7, 9, 1]), loss_mask=np.array([1, 1, 1, 1, 1, 1, 0]))]
+    counts = trainer.token_counts(seqs, 12)
+    assert counts[5] == 3 and counts[1] == 0, "prompt tokens do not count"
+    d2t = trainer.choose_draft_vocab(counts, 4)
+    assert list(d2t) == [5, 7, 9, 0], "most frequent first, unseen ids by id"
+    held = [SimpleNamespace(tokens=np.array([5, 7, 11, 11]), loss_mask=np.array([1, 1, 1, 0]))]
+    assert trainer.coverage(d2t, held) == pytest.approx(2 / 3)
+
+
+def test_batches_cover_every_sequence_once():
+    seqs = [SimpleNamespace(tokens=np.zeros(n)) for n in [5, 50, 7, 30, 12, 3, 40]]
+    batches = trainer.make_batches(seqs, 64, random.Random(0))
+    assert sorted(j for b in batches for j in b) == list(range(len(seqs)))
+    for b in batches:
+        assert len(b) == 1 or max(len(seqs[j].tokens) for j in b) * len(b) <= 64
+
+
+def test_lr_schedule():
+    cfg = trainer.TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert trainer.lr_at(0, 100, cfg) == pytest.approx(1e-4)
+    assert trainer.lr_at(9, 100, cfg) == pytest.approx(1e-3)
+    assert trainer.lr_at(100, 100, cfg) == pytest.approx(1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_features(tiny_path, tmp_path_factory):
+    llm = EdgeFalcon(tiny_path, n_ctx=512)
+    rng = random.Random(0)
+    words = ["alpha", "beta", "gamma", "delta", "one", "two", "three", "hello", "world"]
+    convs = []
+    for i in range(24):
+        q = " ".join(rng.choice(words) for _ in range(6))
+        convs.append({"source": "t", "messages": [{"role": "user", "content": q},
+                                                  {"role": "assistant", "content": " ".join(sorted(q.split()))}]})
+    out = tmp_path_factory.mktemp("feat") / "features"
+    features.extract(llm, data.encode_all(convs, llm), out, shard_size=8, progress=False)
+    return out
+
+
+def _config(**kw):
+    base = {"n_ff": 64, "draft_vocab": 200, "epochs": 2, "tokens_per_batch": 256, "lr": 3e-3, "warmup_steps": 2, "save_every": 3,
+                "amp": "off", "heldout": 0.2, "csgd": CSGDConfig()}
+    base.update(kw)
+    return trainer.TrainConfig(**base)
+
+
+def test_fit_converts_and_the_drafter_loads(tiny_path, tiny_features, tmp_path):
+    out = tmp_path / "drafter.gguf"
+    report = trainer.fit(tiny_path, tiny_features, tmp_path / "run", _config(), out_gguf=out, outtype="f32", progress=False)
+    assert report["steps"] > 0 and report["epochs_done"] == 2
+    assert [h["epoch"] for h in report["validation"]] == [1, 2]
+    assert out.is_file() and report["gguf"]["bytes"] == out.stat().st_size
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["steps"] == report["steps"]
+    ckpt = torch.load(tmp_path / "run" / "drafter.pt", weights_only=False)
+    assert ckpt["config"]["draft_vocab_size"] == 200 and ckpt["state_dict"]["d2t"].shape == (200,)
+    llm = EdgeFalcon(tiny_path, drafter=out, n_ctx=512, tree_budget=4)
+    res = llm.generate("alpha beta", max_tokens=8, temperature=0)
+    plain = EdgeFalcon(tiny_path, n_ctx=512).generate("alpha beta", max_tokens=8, temperature=0)
+    assert res.tokens == plain.tokens, "lossless with the trained drafter"
+    from falcon_edge.train import card
+
+    text = card.render(report, name="d.gguf", target_name="tiny", hardware="test",
+                       acceptance={"tree_budget": 4, "max_tokens": 8, "prompts": ["x"], "tau": 1.5, "alpha": 0.3,
+                                   "draft_acceptance": 0.2})
+    assert "| 1 |" in text and "τ (accepted + bonus per cycle) 1.50" in text
+
+
+def test_resume_continues_from_the_checkpoint(tiny_path, tiny_features, tmp_path):
+    full = trainer.fit(tiny_path, tiny_features, tmp_path / "a", _config(), progress=False)
+    trainer.fit(tiny_path, tiny_features, tmp_path / "b", _config(), progress=False, max_steps=3)
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 3
+    resumed = trainer.fit(tiny_path, tiny_features, tmp_path / "b", _config(), progress=False)
+    assert resumed["steps"] == full["steps"]
+    assert resumed["epochs_done"] == 2
+
+
+def test_features_of_another_target_are_refused(tiny_target, tiny_features, tmp_path):
+    from helpers.tiny_target import write_tiny_llama_gguf
+
+    other = write_tiny_llama_gguf(tmp_path / "wide.gguf", n_embd=96, n_head=4, seed=3)
+    with pytest.raises(ValueError, match="extracted from another model"):
+        trainer.fit(other.path, tiny_features, tmp_path / "run", _config(), progress=False)
