@@ -6,7 +6,9 @@
 
 namespace fe {
 
-static constexpr int32_t N_PROBE_EVERY = 16; // cycles between probes while drafting does not pay
+static constexpr int32_t N_PROBE_EVERY = 16;   // cycles between probes while drafting does not pay
+static constexpr double  MIN_GAIN      = 0.02; // expected speed-up below which drafting stops (2%)
+static constexpr double  GAIN_DECAY    = 0.5;  // weight of the past in the running gain
 
 double cost_model::calibration() const {
     // shrinks toward 1 while little has been observed
@@ -34,21 +36,25 @@ int32_t cost_model::choose(const tree & t, double d) {
     }
     std::vector<float> values(t.value.begin() + 1, t.value.end());
     std::sort(values.begin(), values.end(), std::greater<float>());
+    // the size is chosen with this cycle's drafting cost already paid; whether drafting pays at all
+    // (the running gain) counts it
     int32_t best_n = 1;
-    double best = 1.0; // plain decoding: one token per target step, no drafting cost
+    double best = 1.0;      // plain decoding: one token per target step
+    double best_paid = 1.0; // the same comparison with the drafting cost included
     for (int32_t n = 2; n <= std::min(t.size(), n_max()); ++n) {
-        const double s = expected_speed(values, n, d);
+        const double s = expected_speed(values, n, 0.0);
         if (s > best) {
             best = s;
             best_n = n;
         }
+        best_paid = std::max(best_paid, expected_speed(values, n, d));
     }
-    best_speed_ = 0.8 * best_speed_ + 0.2 * best;
+    gain_ = GAIN_DECAY * gain_ + (1.0 - GAIN_DECAY) * (best_paid - 1.0);
     return best_n;
 }
 
 bool cost_model::worth_drafting(double d) {
-    if (best_speed_ > 1.0 || curve_.empty()) {
+    if (gain_ > MIN_GAIN || curve_.empty()) {
         return true;
     }
     if (++n_skipped_ >= N_PROBE_EVERY) {

@@ -6,7 +6,9 @@
 //
 // with E[accepted | N] the sum of the N-1 best node values of the drafted tree, s a running
 // calibration of those values against what verification actually accepted, and d the measured
-// drafting cost per cycle relative to one target token. Speculation runs only where it wins.
+// drafting cost per cycle relative to one target token. A drafted tree is cut to its best N with d
+// already paid (d = 0); whether to draft at all follows the running gain of speed(N) with d counted,
+// and while it stays under 2% the engine decodes plainly and drafts only every 16th step to re-check.
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -26,8 +28,9 @@ public:
     // largest tree worth drafting before anything is known (the drafter's own budget)
     int32_t draft_budget(int32_t n_nodes_max) const;
 
-    // best node count for this tree given drafting cost d (relative to one target token); 1 = don't verify drafts
-    // (also updates the running estimate of the best achievable speed used by worth_drafting)
+    // best node count for this already drafted tree; 1 = don't verify drafts. d (drafting cost relative
+    // to one target token) feeds the running gain that worth_drafting reads
+    // (also updates the running estimate of the gain over plain decoding used by worth_drafting)
     int32_t choose(const tree & t, double d);
 
     // whether drafting is expected to pay at all (probes every so often while it does not)
@@ -44,7 +47,7 @@ private:
     std::vector<double> curve_;
     double sum_predicted_ = 0.0;
     double sum_accepted_  = 0.0;
-    double best_speed_    = 2.0; // optimistic until measured
+    double gain_          = 1.0; // running gain of the best tree over plain decoding; optimistic until measured
     int32_t n_skipped_    = 0;
 };
 
