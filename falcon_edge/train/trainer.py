@@ -399,26 +399,30 @@ def add_cli(subparsers) -> None:
             s.add_argument("--tokens", type=int, default=80000, help="tokens to extract")
             s.add_argument("--regen-seconds", type=float, default=0.0, help="time for regenerating responses with the target")
             s.add_argument("--max-len", type=int, default=640, help="truncate conversations to this many tokens")
-            s.add_argument("--n-ctx", type=int, default=2048)
+            s.add_argument("--n-ctx", type=int, default=2048, help="target context for extraction")
         if name in ("fit", "all"):
             s.add_argument("--out", default=None, help="write the drafter GGUF here")
             s.add_argument("--extra-features", action="append", default=[],
                            help="another feature directory to train on as well (repeatable)")
             s.add_argument("--allow-partial", action="store_true", help="use the finished shards of unfinished extractions")
-            s.add_argument("--outtype", default="q8_0", choices=["f32", "f16", "q8_0", "q4_0"])
-            s.add_argument("--n-ff", type=int, default=2048)
-            s.add_argument("--n-layer", type=int, default=1)
-            s.add_argument("--fusion", default=gguf_schema.FUSION_LINEAR, choices=list(gguf_schema.FUSIONS))
-            s.add_argument("--block-size", type=int, default=2)
+            s.add_argument("--outtype", default="q8_0", choices=["f32", "f16", "q8_0", "q4_0"],
+                           help="weight type of the drafter GGUF")
+            s.add_argument("--n-ff", type=int, default=2048, help="SwiGLU width of the drafter")
+            s.add_argument("--n-layer", type=int, default=1, help="decoder layers of the drafter")
+            s.add_argument("--fusion", default=gguf_schema.FUSION_LINEAR, choices=list(gguf_schema.FUSIONS),
+                           help="feature+embedding fusion: Falcon's LSTM or EAGLE-1's linear layer")
+            s.add_argument("--block-size", type=int, default=2, help="k: tokens drafted per pass")
             s.add_argument("--draft-vocab", type=int, default=16384, help="V' (0 = full vocabulary)")
-            s.add_argument("--epochs", type=int, default=2)
+            s.add_argument("--epochs", type=int, default=2, help="passes over the training data")
             s.add_argument("--time-budget", type=float, default=0.0, help="seconds of training at most (0 = none)")
-            s.add_argument("--tokens-per-batch", type=int, default=2048)
-            s.add_argument("--lr", type=float, default=3e-4)
-            s.add_argument("--warmup", type=int, default=50)
-            s.add_argument("--objective", default="csgd", choices=["csgd", "token-shift"])
-            s.add_argument("--lambda-schedule", default="paper", choices=["paper", "code", "none"])
-            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--tokens-per-batch", type=int, default=2048, help="tokens per optimizer step")
+            s.add_argument("--lr", type=float, default=3e-4, help="peak AdamW learning rate")
+            s.add_argument("--warmup", type=int, default=50, help="linear warmup steps")
+            s.add_argument("--objective", default="csgd", choices=["csgd", "token-shift"],
+                           help="CSGD (glancing) or EAGLE-1's token-shift objective")
+            s.add_argument("--lambda-schedule", default="paper", choices=["paper", "code", "none"],
+                           help="glancing ratio schedule (docs/training.md)")
+            s.add_argument("--seed", type=int, default=0, help="random seed")
             s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default); on a "
                            "shared 2-core machine 1 thread was 3-5x faster than 2")
             s.add_argument("--amp", default="bf16", choices=["bf16", "off"], help="bfloat16 autocast for the forward passes")
