@@ -29,9 +29,11 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_model_args(p: argparse.ArgumentParser, drafter_default: str | None = "ngram") -> None:
+def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", default=models.DEFAULT_TARGET, help="target: registry name or GGUF path")
-    p.add_argument("-md", "--drafter", default=drafter_default, help="'ngram', a falcon-sar drafter GGUF, or 'none'")
+    p.add_argument("-md", "--drafter", default="auto",
+                   help="'auto' (default: the drafter shipped for a registry target, else none), 'ngram', "
+                        "a falcon-sar drafter GGUF, or 'none'")
     p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context length")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers offloaded to a GPU (-1: all)")

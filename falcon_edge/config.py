@@ -81,6 +81,8 @@ class SpecConfig:
         ngram_branches: distinct continuations the n-gram proposer offers as branches.
         top_k_draft: candidates kept per drafted position (Falcon).
         n_passes: drafter passes per drafting phase, the context pass included (Falcon).
+        preset_parent, preset_rank: a fixed tree shape instead of the dynamic tree (falcon_edge.trees; empty:
+            dynamic): node i is the candidate of rank ``preset_rank[i]`` below node ``preset_parent[i]`` (-1: root).
     """
 
     mode: str = "plain"
@@ -91,6 +93,8 @@ class SpecConfig:
     ngram_branches: int = 3
     top_k_draft: int = 4
     n_passes: int = 2
+    preset_parent: tuple[int, ...] = ()
+    preset_rank: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.mode in SPEC_MODES, f"mode must be one of {', '.join(SPEC_MODES)}, got {self.mode!r}")
@@ -106,6 +110,8 @@ class SpecConfig:
                f"top_k_draft must be an int in [1, 64], got {self.top_k_draft!r}")
         _check(isinstance(self.n_passes, int) and 1 <= self.n_passes <= 16,
                f"n_passes must be an int in [1, 16], got {self.n_passes!r}")
+        _check(len(self.preset_parent) == len(self.preset_rank),
+               f"preset_parent and preset_rank must have equal lengths, got {len(self.preset_parent)} and {len(self.preset_rank)}")
 
     def to_native(self) -> _native.SpecParams:
         p = _native.SpecParams()

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import _native, cost_curve, models
+from . import _native, cost_curve, drafters, models, trees
 from .chat_template import ChatTemplate
 from .config import ContextConfig, RequestConfig, SamplingConfig, SpecConfig
 from .errors import ModelLoadError
@@ -48,7 +48,8 @@ class EdgeFalcon:
 
     Args:
         target: a registry name (see ``falcon-edge models list``; fetched on first use) or a path to a GGUF file.
-        drafter: None (plain decoding), ``"ngram"`` (prompt lookup) or a path to a falcon-sar drafter GGUF.
+        drafter: ``"auto"`` (default: the drafter shipped for a registry target given by name, else plain
+            decoding), None (plain decoding), ``"ngram"`` (prompt lookup) or a path to a falcon-sar drafter GGUF.
         n_ctx: context length in tokens.
         n_threads: CPU threads (None: all cores).
         n_gpu_layers: target layers offloaded to a GPU (CUDA/Metal builds of llama-cpp-python; -1 = all).
@@ -62,6 +63,9 @@ class EdgeFalcon:
             drafter passes, n-gram lengths); its ``mode`` and ``n_nodes_max`` come from ``drafter`` and ``tree_budget``.
         verify_cost: the target's verify-cost curve c(1..N) relative to one node, instead of measuring it on this
             device (a curve measured elsewhere, or a constructed one in tests).
+        tree: a fixed tree shape for the Falcon drafter instead of the dynamic tree: a preset name (e.g.
+            ``"falcon-168"``, the paper's default tree) or a preset JSON path (:mod:`falcon_edge.trees`). The whole
+            preset is verified every cycle, whatever it costs on this device: for comparisons, not for speed.
 
     Raises:
         ModelLoadError: the target or drafter cannot be loaded.
@@ -72,7 +76,7 @@ class EdgeFalcon:
     def __init__(
         self,
         target: str | os.PathLike[str],
-        drafter: str | os.PathLike[str] | None = None,
+        drafter: str | os.PathLike[str] | None = "auto",
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
@@ -84,15 +88,20 @@ class EdgeFalcon:
         flash_attn: bool = False,
         spec: SpecConfig | None = None,
         verify_cost: list[float] | None = None,
+        tree: str | os.PathLike[str] | None = None,
     ):
+        preset = trees.load(tree) if tree is not None else None
         self.context = ContextConfig(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                                     flash_attn=flash_attn, verbose=verbose)
+                                     flash_attn=flash_attn, verbose=verbose,
+                                     n_seq_max=max(ContextConfig.n_seq_max, preset.n_leaves if preset else 0))
         SamplingConfig(seed=seed)  # validates the seed
         self.seed = seed
         self.target_path = models.resolve_model(target)
         self.model_name = str(target) if models.is_registry_name(str(target)) else self.target_path.name
         self._engine = _native.Engine(str(self.target_path), self.context.to_native())
         self.drafter_path: Path | None = None
+        if str(drafter) == "auto":
+            drafter = drafters.shipped_drafter(str(target)) if models.is_registry_name(str(target)) else None
         if drafter is None:
             self.mode = "plain"
         elif str(drafter) == "ngram":
@@ -104,8 +113,16 @@ class EdgeFalcon:
             self._engine.load_drafter(str(self.drafter_path), n_threads or 0)
             self.mode = "falcon"
         else:
-            raise ValueError(f"drafter must be None, 'ngram' or a falcon-sar GGUF path, got {drafter!r}")
+            raise ValueError(f"drafter must be 'auto', None, 'ngram' or a falcon-sar GGUF path, got {drafter!r}")
         self.spec = dataclasses.replace(spec or SpecConfig(), mode=self.mode, n_nodes_max=tree_budget)
+        if preset is not None:
+            if self.mode != "falcon":
+                raise ValueError(f"a tree preset needs a Falcon drafter, got drafter {drafter!r} (mode {self.mode})")
+            if preset.n_nodes + 1 > n_batch:
+                raise ValueError(f"tree preset {preset.name} has {preset.n_nodes + 1} nodes with the root but n_batch is {n_batch}")
+            self.spec = dataclasses.replace(self.spec, n_nodes_max=preset.n_nodes + 1, depth_max=preset.depth,
+                                            preset_parent=preset.parent, preset_rank=preset.rank)
+            tree_budget = self.spec.n_nodes_max
         if verify_cost is not None:
             if not verify_cost or any(not c > 0 for c in verify_cost):
                 raise ValueError(f"verify_cost must be a non-empty list of positive costs, got {verify_cost!r}")
@@ -120,6 +137,20 @@ class EdgeFalcon:
             eng.token_to_piece(eng.token_bos, True).decode("utf-8", "replace") if eng.token_bos >= 0 else "",
             eng.token_to_piece(eng.token_eos, True).decode("utf-8", "replace") if eng.token_eos >= 0 else "",
         )
+
+    @classmethod
+    def from_name(cls, name: str, **kwargs) -> EdgeFalcon:
+        """A registry target (fetched on first use) with the drafter shipped for it, if any.
+
+        Args:
+            name: registry name, e.g. ``"qwen2.5-coder-1.5b-instruct"``.
+            **kwargs: the other constructor arguments (``drafter`` overrides the shipped one).
+
+        Raises:
+            UnknownModelError: ``name`` is not a registry name.
+        """
+        models.get_entry(name)
+        return cls(name, **kwargs)
 
     # ---- lifecycle ----
 

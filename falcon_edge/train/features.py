@@ -48,7 +48,7 @@ def fingerprint(encoded: Sequence[Encoded]) -> str:
     return h.hexdigest()
 
 
-def _write_json_atomic(path: Path, obj) -> None:
+def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
@@ -96,18 +96,8 @@ def extract(llm, encoded: Sequence[Encoded], out_dir: str | os.PathLike, *, shar
     eng = llm._native_engine()
     n_embd = int(eng.n_embd)
     fp = fingerprint(encoded)
-    n_shards = (len(encoded) + shard_size - 1) // shard_size
-    if (out / INDEX).is_file():
-        index = read_index(out)
-        if index["fingerprint"] != fp or index["n_embd"] != n_embd or index["shard_size"] != shard_size:
-            raise FeatureStoreError(f"{out} holds features of other inputs (fingerprint, n_embd or shard size differ); "
-                                    "use a fresh directory")
-        log.info("resuming extraction in %s: %d of %d shards done", out, len(index["shards"]), n_shards)
-    else:
-        index = {"format": FORMAT_VERSION, "fingerprint": fp, "n_embd": n_embd, "shard_size": shard_size,
-                 "n_conversations": len(encoded), "n_shards": n_shards, "shards": {}, "meta": meta or {}}
-        _write_json_atomic(out / INDEX, index)
-    todo = [s for s in range(n_shards) if str(s) not in index["shards"] or not (out / index["shards"][str(s)]["file"]).is_file()]
+    index = open_index(out, fp, n_embd, shard_size, len(encoded), meta)
+    todo = pending_shards(out, index)
     total = sum(len(e.tokens) for s in todo for e in encoded[s * shard_size : (s + 1) * shard_size])
     bar = tqdm(total=total, desc="features", unit="tok", unit_scale=True, disable=not progress)
     start, done_tok, written = time.monotonic(), 0, 0
@@ -121,14 +111,7 @@ def extract(llm, encoded: Sequence[Encoded], out_dir: str | os.PathLike, *, shar
             bar.update(len(e.tokens))
             done_tok += len(e.tokens)
             bar.set_postfix(tok_s=f"{done_tok / max(time.monotonic() - start, 1e-9):.0f}")
-        offsets = np.cumsum([0] + [len(e.tokens) for e in part]).astype(np.int64)  # [n_seq + 1]
-        name = f"shard_{s:05d}.npz"
-        tmp = out / (name + ".tmp.npz")
-        np.savez(tmp, feat=np.concatenate(feats), tokens=np.concatenate([e.tokens for e in part]).astype(np.int32),
-                 loss_mask=np.concatenate([e.loss_mask for e in part]).astype(np.uint8), offsets=offsets)
-        os.replace(tmp, out / name)
-        index["shards"][str(s)] = {"file": name, "n_seq": len(part), "n_tokens": int(offsets[-1])}
-        _write_json_atomic(out / INDEX, index)
+        write_shard(out, index, s, feats, [e.tokens for e in part], [e.loss_mask for e in part])
         written += 1
         if stop_after_shards is not None and written >= stop_after_shards:
             break
@@ -137,8 +120,50 @@ def extract(llm, encoded: Sequence[Encoded], out_dir: str | os.PathLike, *, shar
     log.info("extracted %d tokens in %.0f s (%.0f tok/s)", done_tok, elapsed, done_tok / max(elapsed, 1e-9))
     index.setdefault("timing", {})
     index["timing"]["extract_s"] = index["timing"].get("extract_s", 0.0) + elapsed
-    _write_json_atomic(out / INDEX, index)
+    write_json_atomic(out / INDEX, index)
     return index
+
+
+def open_index(out: Path, fp: str, n_embd: int, shard_size: int, n_conversations: int, meta: dict | None) -> dict:
+    """The index of out (resumed when it exists for the same inputs, else a new empty one, written).
+
+    Raises:
+        FeatureStoreError: if out holds an index for other inputs, another width or another shard size.
+    """
+    if (out / INDEX).is_file():
+        index = read_index(out)
+        if index["fingerprint"] != fp or index["n_embd"] != n_embd or index["shard_size"] != shard_size:
+            raise FeatureStoreError(f"{out} holds features of other inputs (fingerprint, n_embd or shard size differ); "
+                                    "use a fresh directory")
+        log.info("resuming in %s: %d of %d shards done", out, len(index["shards"]), index["n_shards"])
+        return index
+    index = {"format": FORMAT_VERSION, "fingerprint": fp, "n_embd": n_embd, "shard_size": shard_size,
+             "n_conversations": n_conversations, "n_shards": (n_conversations + shard_size - 1) // shard_size,
+             "shards": {}, "meta": meta or {}}
+    write_json_atomic(out / INDEX, index)
+    return index
+
+
+def pending_shards(out: Path, index: dict) -> list[int]:
+    """Shards of the index not written yet (or listed but missing on disk)."""
+    return [s for s in range(index["n_shards"])
+            if str(s) not in index["shards"] or not (out / index["shards"][str(s)]["file"]).is_file()]
+
+
+def write_shard(out: Path, index: dict, s: int, feats: Sequence[np.ndarray], tokens: Sequence[np.ndarray],
+                loss_masks: Sequence[np.ndarray]) -> None:
+    """Write shard s (per conversation: feat `[n, H]` f16, tokens `[n]`, loss_mask `[n]`) and record it in the index.
+
+    The shard is written under a temporary name and renamed, then the index is rewritten atomically.
+    """
+    offsets = np.cumsum([0] + [len(t) for t in tokens]).astype(np.int64)  # [n_seq + 1]
+    name = f"shard_{s:05d}.npz"
+    tmp = out / (name + ".tmp.npz")
+    np.savez(tmp, feat=np.concatenate(feats), tokens=np.concatenate(tokens).astype(np.int32),
+             loss_mask=np.concatenate(loss_masks).astype(np.uint8), offsets=offsets)
+    os.replace(tmp, out / name)
+    index["shards"][str(s)] = {"file": name, "n_seq": len(tokens), "n_tokens": int(offsets[-1])}
+    write_json_atomic(out / INDEX, index)
 
 
 def is_complete(index: dict) -> bool:

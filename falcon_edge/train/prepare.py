@@ -1,12 +1,13 @@
-"""Stage 1 of training: build the mix, regenerate some responses with the target, extract features.
+"""Stage 1 of training: build the mix, extract the target's features of fixed responses, and self-distill.
 
 `prepare()` writes into one work directory:
 
-    dataset.jsonl     the conversations actually used (after regeneration and the token budget)
-    mix.json          per source: records, regenerated records, tokens, assistant tokens
-    features/         the shards (falcon_edge.train.features)
+    dataset.jsonl     the conversations with fixed responses actually used (after the token budget)
+    features/         their features (falcon_edge.train.features)
+    self-distilled/   prompts answered by the target itself, with features (falcon_edge.train.self_distill)
+    mix.json          per source: records, records answered by the target, tokens, assistant tokens
 
-Each step is skipped when its output exists, so a rerun after an interruption resumes the extraction.
+Each step is skipped when its output exists, so a rerun after an interruption resumes.
 """
 
 from __future__ import annotations
@@ -17,97 +18,121 @@ import os
 import random
 from pathlib import Path
 
-from . import data, features
+from . import data, features, self_distill
 
 log = logging.getLogger("falcon_edge.train")
 
-# default share of the token budget per source; ShareGPT prompts only count once regenerated
+# default share of the fixed-response token budget per source
 DEFAULT_SHARES = {
-    "gsm8k-train": 0.30,
-    "alpaca-demo": 0.25,
-    "alpaca-eval-gpt4": 0.25,
+    "gsm8k-train": 0.35,
+    "alpaca-demo": 0.30,
+    "alpaca-eval-gpt4": 0.30,
     "alpaca-seed": 0.05,
-    "sharegpt-prompts": 0.15,
 }
+# default share of the self-distillation prompts per source (ShareGPT prompts have no fixed response)
+SELF_DISTILL_SHARES = {
+    "sharegpt-prompts": 0.35,
+    "gsm8k-train": 0.30,
+    "alpaca-eval-gpt4": 0.20,
+    "alpaca-demo": 0.15,
+}
+FIXED_DIR = "features"
+SELF_DISTILLED_DIR = "self-distilled"
 
 
-def _take_by_tokens(encoded: list, budget: int) -> list:
-    out, total = [], 0
-    for e in encoded:
-        if total >= budget:
-            break
-        out.append(e)
-        total += len(e.tokens)
-    return out
+def feature_dirs(work_dir: str | os.PathLike) -> list[Path]:
+    """The feature directories prepare() wrote into work_dir (fixed responses, self-distilled)."""
+    work = Path(work_dir)
+    return [work / d for d in (FIXED_DIR, SELF_DISTILLED_DIR) if (work / d / features.INDEX).is_file()]
 
 
 def prepare(llm, work_dir: str | os.PathLike, *, data_dir: str | os.PathLike, token_budget: int,
-            shares: dict[str, float] | None = None, regen_seconds: float = 0.0, regen_max_tokens: int = 192,
-            max_len: int = 640, seed: int = 0, shard_size: int = 32, progress: bool = True,
-            exclude: list[str | os.PathLike] = ()) -> dict:
-    """Build the training set for llm's target and extract its features into work_dir/features.
+            shares: dict[str, float] | None = None, self_distill_seconds: float = 0.0, self_distill_prompts: int = 4000,
+            self_distill_max_tokens: int = 192, n_parallel: int = 16, max_len: int = 640, seed: int = 0,
+            shard_size: int = 32, progress: bool = True, exclude: list[str | os.PathLike] = ()) -> list[Path]:
+    """Build the training data for llm's target in work_dir.
 
     Args:
         llm: an EdgeFalcon on the target.
         work_dir: output directory.
         data_dir: the shared data directory (allowed sources only are read).
-        token_budget: total tokens to extract (features cost ~1/90 s per token for a 1.5B Q4 target on 2 cores).
-        shares: fraction of the budget per source (DEFAULT_SHARES).
-        regen_seconds: time for regenerating responses with the target (ShareGPT prompts first, then a
-            share of the other sources); 0 = fixed responses only, ShareGPT prompts dropped.
-        regen_max_tokens: cap of a regenerated response.
-        max_len: truncate conversations to this many tokens.
+        token_budget: tokens of fixed-response conversations to extract (0: none); features cost
+            ~1/75 s per token for a 1.5B Q4 target on 2 cores.
+        shares: fraction of the token budget per source (DEFAULT_SHARES).
+        self_distill_seconds: time for answers by the target itself (0: none), decoded n_parallel at a time.
+        self_distill_prompts: prompts offered to self-distillation (SELF_DISTILL_SHARES of them per
+            source, shuffled, so the mix holds wherever the time budget stops it).
+        self_distill_max_tokens: answer length cap.
+        n_parallel: sequences decoded together during self-distillation.
+        max_len: truncate fixed-response conversations to this many tokens.
         seed: shuffling seed.
         shard_size: conversations per shard.
         progress: tqdm bars.
-        exclude: dataset.jsonl files of earlier runs: their prompts are not used again (to grow a
-            training set with a second work directory).
+        exclude: dataset.jsonl files of earlier runs: their prompts are not used again.
 
     Returns:
-        the feature index.
+        the feature directories written (feature_dirs(work_dir)).
     """
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     shares = dict(shares or DEFAULT_SHARES)
-    dataset_path = work / "dataset.jsonl"
+    seen = {c["messages"][0]["content"] for path in exclude for c in data.load_conversations(path)}
+    mix: dict[str, dict[str, int]] = {}
+    if token_budget > 0:
+        convs = _fixed_mix(llm, work / "dataset.jsonl", data_dir, shares, token_budget, max_len, seed, seen)
+        seen |= {c["messages"][0]["content"] for c in convs}
+        encoded = data.encode_all(convs, llm, max_len=max_len)
+        mix = data.mix_summary(convs)
+        for e in encoded:
+            row = mix[e.source]
+            row["tokens"] = row.get("tokens", 0) + len(e.tokens)
+            row["assistant_tokens"] = row.get("assistant_tokens", 0) + int(e.loss_mask.sum())
+        meta = {"target": str(llm.target_path), "mix": mix, "max_len": max_len,
+                "template": "fallback: plain completion 'role: content'" if llm.template.is_fallback else "chat template"}
+        features.extract(llm, encoded, work / FIXED_DIR, shard_size=shard_size, meta=meta, progress=progress)
+    if self_distill_seconds > 0:
+        rng = random.Random(seed + 1)
+        pool = []
+        for name, share in SELF_DISTILL_SHARES.items():
+            rows = [c for c in data.read_source(name, data_dir) if c["messages"][0]["content"] not in seen]
+            rng.shuffle(rows)
+            pool.extend(rows[: int(share * self_distill_prompts)])
+        rng.shuffle(pool)
+        out = work / SELF_DISTILLED_DIR
+        self_distill.distill(llm, pool, out, max_tokens=self_distill_max_tokens, n_parallel=n_parallel,
+                             shard_size=shard_size, time_budget_s=self_distill_seconds,
+                             meta={"target": str(llm.target_path), "seed": seed}, progress=progress)
+        for line in (out / self_distill.ANSWERS).read_text(encoding="utf-8").splitlines():
+            row = mix.setdefault(json.loads(line)["source"], {"records": 0, "regenerated": 0})
+            row["records"] += 1
+            row["regenerated"] += 1
+    (work / "mix.json").write_text(json.dumps(mix, indent=1))
+    return feature_dirs(work)
+
+
+def _fixed_mix(llm, dataset_path: Path, data_dir, shares: dict[str, float], token_budget: int, max_len: int,
+               seed: int, seen: set[str]) -> list[dict]:
+    """The fixed-response conversations within the token budget (reused from dataset_path when it exists)."""
     if dataset_path.is_file():
         convs = data.load_conversations(dataset_path)
         log.info("reusing %s (%d conversations)", dataset_path, len(convs))
-    else:
-        rng = random.Random(seed)
-        seen = {c["messages"][0]["content"] for path in exclude for c in data.load_conversations(path)}
-        by_source = {name: [c for c in data.build_mix(data_dir, {name: -1}, seed=seed) if c["messages"][0]["content"] not in seen]
-                     for name in shares}
-        if regen_seconds > 0 and "sharegpt-prompts" in by_source:
-            pool = by_source["sharegpt-prompts"]
-            rng.shuffle(pool)
-            data.regenerate(pool, llm, max_tokens=regen_max_tokens, time_budget_s=regen_seconds,
-                            max_prompt_tokens=320, progress=progress)
-        by_source["sharegpt-prompts"] = [c for c in by_source.get("sharegpt-prompts", []) if c.get("regenerated")]
-        convs = []
-        for name, share in shares.items():
-            encoded = [(c, e) for c in by_source[name] for e in [_encode_or_none(c, llm, max_len)] if e is not None]
-            budget = int(share * token_budget)
-            taken, total = [], 0
-            for c, e in encoded:
-                if total >= budget:
-                    break
-                taken.append(c)
+        return convs
+    rng = random.Random(seed)
+    convs = []
+    for name, share in shares.items():
+        rows = [c for c in data.build_mix(data_dir, {name: -1}, seed=seed) if c["messages"][0]["content"] not in seen]
+        budget, total = int(share * token_budget), 0
+        for c in rows:
+            if total >= budget:
+                break
+            e = _encode_or_none(c, llm, max_len)
+            if e is not None:
+                convs.append(c)
                 total += len(e.tokens)
-            log.info("mix: %s %d conversations, %d tokens (budget %d)", name, len(taken), total, budget)
-            convs.extend(taken)
-        rng.shuffle(convs)
-        data.save_conversations(convs, dataset_path)
-    encoded = data.encode_all(convs, llm, max_len=max_len)
-    mix = data.mix_summary(convs)
-    for e in encoded:
-        row = mix[e.source]
-        row["tokens"] = row.get("tokens", 0) + len(e.tokens)
-        row["assistant_tokens"] = row.get("assistant_tokens", 0) + int(e.loss_mask.sum())
-    (work / "mix.json").write_text(json.dumps(mix, indent=1))
-    meta = {"target": str(llm.target_path), "mix": mix, "max_len": max_len,
-            "template": "fallback: plain completion 'role: content'" if llm.template.is_fallback else "chat template"}
-    return features.extract(llm, encoded, work / "features", shard_size=shard_size, meta=meta, progress=progress)
+        log.info("mix: %s %d tokens (budget %d)", name, total, budget)
+    rng.shuffle(convs)
+    data.save_conversations(convs, dataset_path)
+    return convs
 
 
 def _encode_or_none(conv: dict, llm, max_len: int):

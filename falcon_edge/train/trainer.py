@@ -191,7 +191,7 @@ def split_heldout(sequences, fraction: float, seed: int):
 def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir: str | os.PathLike,
         config: TrainConfig, *, out_gguf: str | os.PathLike | None = None, outtype: str = "q8_0",
         progress: bool = True, device: str | None = None, max_steps: int | None = None,
-        allow_partial: bool = False) -> dict:
+        allow_partial: bool = False, init_from: str | os.PathLike | None = None) -> dict:
     """Train a drafter on extracted features; resume from work_dir/checkpoint.pt when present.
 
     Args:
@@ -205,6 +205,8 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
         progress: tqdm bar.
         device: torch device (default: cuda when available, else cpu).
         allow_partial: also train on the finished shards of an unfinished extraction.
+        init_from: start from the weights of an earlier run's drafter.pt (same shape and draft vocabulary;
+            the optimizer and schedules start fresh), e.g. to continue training with more data.
         max_steps: stop after this many steps in total (an interruption, for tests); the schedules keep
             their full length.
 
@@ -229,9 +231,13 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
     embed, lm_head = load_target_embeddings(target_gguf)
     ckpt_path = work / CHECKPOINT
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.is_file() else None
+    init = torch.load(init_from, map_location="cpu", weights_only=False) if init_from is not None and state is None else None
     if state is not None:
         d2t = np.asarray(state["d2t"]) if state["d2t"] is not None else None
         log.info("resuming from %s at step %d", ckpt_path, state["step"])
+    elif init is not None:
+        d2t = init["state_dict"]["d2t"].numpy() if "d2t" in init["state_dict"] else None
+        log.info("starting from the weights of %s", init_from)
     else:
         d2t = None
         if config.draft_vocab and config.draft_vocab < meta["n_vocab"]:
@@ -246,6 +252,10 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
                                     block_size=config.block_size, draft_vocab_size=0 if d2t is None else len(d2t))
     model = FalconDrafter(dcfg, embed, None if lm_head is embed else lm_head, d2t).to(dev)
     del embed, lm_head
+    if init is not None:
+        if init["config"] != dcfg.to_dict():
+            raise ValueError(f"{init_from} has another drafter shape: {init['config']} vs {dcfg.to_dict()}")
+        model.load_state_dict(init["state_dict"])
     n_params = sum(p.numel() for p in model.parameters())
     log.info("drafter: %s, %.1fM trainable parameters", dcfg, n_params / 1e6)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
@@ -396,8 +406,10 @@ def add_cli(subparsers) -> None:
         s.add_argument("--work", required=True, help="work directory (dataset, features, checkpoints)")
         if name in ("prepare", "all"):
             s.add_argument("--data-dir", default=None, help="shared data directory (default: falcon_edge.datasets.data_dir())")
-            s.add_argument("--tokens", type=int, default=80000, help="tokens to extract")
-            s.add_argument("--regen-seconds", type=float, default=0.0, help="time for regenerating responses with the target")
+            s.add_argument("--tokens", type=int, default=80000, help="tokens of fixed-response conversations to extract")
+            s.add_argument("--self-distill-seconds", type=float, default=0.0,
+                           help="time for the target's own answers to training prompts (with their features)")
+            s.add_argument("--parallel", type=int, default=16, help="sequences decoded together while self-distilling")
             s.add_argument("--max-len", type=int, default=640, help="truncate conversations to this many tokens")
             s.add_argument("--n-ctx", type=int, default=2048, help="target context for extraction")
         if name in ("fit", "all"):
@@ -405,6 +417,8 @@ def add_cli(subparsers) -> None:
             s.add_argument("--extra-features", action="append", default=[],
                            help="another feature directory to train on as well (repeatable)")
             s.add_argument("--allow-partial", action="store_true", help="use the finished shards of unfinished extractions")
+            s.add_argument("--init-from", default=None,
+                           help="start from an earlier run's drafter.pt (same shape; fresh optimizer and schedules)")
             s.add_argument("--outtype", default="q8_0", choices=["f32", "f16", "q8_0", "q4_0"],
                            help="weight type of the drafter GGUF")
             s.add_argument("--n-ff", type=int, default=2048, help="SwiGLU width of the drafter")
@@ -443,7 +457,7 @@ def _cli_train(args: argparse.Namespace) -> int:
 
         llm = EdgeFalcon(target, n_ctx=args.n_ctx)
         prepare(llm, work, data_dir=args.data_dir or data_dir(), token_budget=args.tokens,
-                regen_seconds=args.regen_seconds, max_len=args.max_len)
+                self_distill_seconds=args.self_distill_seconds, n_parallel=args.parallel, max_len=args.max_len)
         llm.close()
     if args.train_stage in ("fit", "all"):
         if args.threads > 0:
@@ -452,8 +466,10 @@ def _cli_train(args: argparse.Namespace) -> int:
                              draft_vocab=args.draft_vocab, epochs=args.epochs, time_budget_s=args.time_budget,
                              tokens_per_batch=args.tokens_per_batch, lr=args.lr, warmup_steps=args.warmup,
                              seed=args.seed, amp=args.amp, csgd=CSGDConfig(objective=args.objective, lambda_schedule=args.lambda_schedule))
-        report = fit(target, [work / "features", *args.extra_features], work, config, out_gguf=args.out,
-                     outtype=args.outtype, allow_partial=args.allow_partial)
+        from .prepare import feature_dirs
+
+        report = fit(target, [*feature_dirs(work), *args.extra_features], work, config, out_gguf=args.out,
+                     outtype=args.outtype, allow_partial=args.allow_partial, init_from=args.init_from)
         if report:
             last = report["validation"][-1]
             print(f"steps {report['steps']}, {report['wall_s']:.0f} s, held-out alpha {last['alpha']:.3f}, "

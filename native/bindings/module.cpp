@@ -36,7 +36,9 @@ static void bind_params(nb::module_ & m) {
         .def_rw("ngram_max", &fe::spec_params::ngram_max)
         .def_rw("ngram_branches", &fe::spec_params::ngram_branches)
         .def_rw("top_k_draft", &fe::spec_params::top_k_draft)
-        .def_rw("n_passes", &fe::spec_params::n_passes);
+        .def_rw("n_passes", &fe::spec_params::n_passes)
+        .def_rw("preset_parent", &fe::spec_params::preset_parent)
+        .def_rw("preset_rank", &fe::spec_params::preset_rank);
     nb::class_<fe::generate_params>(m, "GenerateParams")
         .def(nb::init<>())
         .def_rw("max_tokens", &fe::generate_params::max_tokens)
@@ -114,6 +116,24 @@ static void bind_engine(nb::module_ & m) {
                  }
                  return nb::bytes(reinterpret_cast<const char *>(f.data()), f.size() * sizeof(float));
              }, "tokens"_a, "post-norm hidden states as float32 bytes [n_tokens * n_embd]")
+        .def("self_distill", [](fe::engine & e, const std::vector<std::vector<llama_token>> & prompts, int32_t max_tokens,
+                                int32_t n_parallel) {
+                 fe::self_distill_params p;
+                 p.max_tokens = max_tokens;
+                 p.n_parallel = n_parallel;
+                 std::vector<fe::distilled_sequence> seqs;
+                 {
+                     nb::gil_scoped_release nogil;
+                     seqs = e.self_distill(prompts, p);
+                 }
+                 nb::list out;
+                 for (const auto & s : seqs) {
+                     out.append(nb::make_tuple(s.tokens, s.n_prompt, s.finished,
+                                               nb::bytes(reinterpret_cast<const char *>(s.features.data()), s.features.size() * sizeof(float))));
+                 }
+                 return out;
+             }, "prompts"_a, "max_tokens"_a, "n_parallel"_a,
+             "greedy answers with features: a list of (tokens, n_prompt, finished, float32 bytes [n_tokens * n_embd])")
         .def("prefill_only", &fe::engine::prefill_only, "tokens"_a, nb::call_guard<nb::gil_scoped_release>())
         .def("tree_logits", [](fe::engine & e, const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {
                  std::vector<float> l;

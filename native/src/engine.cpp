@@ -256,6 +256,15 @@ void engine::prefill_only(const std::vector<llama_token> & tokens) { evaluate(to
 
 std::vector<float> engine::features(const std::vector<llama_token> & tokens) { return evaluate(tokens, true); }
 
+std::vector<distilled_sequence> engine::self_distill(const std::vector<std::vector<llama_token>> & prompts,
+                                                     const self_distill_params & params) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cancel_ = false;
+    self_distill_params p = params;
+    p.n_threads = p.n_threads > 0 ? p.n_threads : params_.n_threads;
+    return fe::self_distill(model_, prompts, p, cancel_);
+}
+
 std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (tokens.empty() || tokens.size() != parents.size() || parents[0] != -1) {
@@ -390,6 +399,18 @@ static void validate(const std::vector<llama_token> & prompt, const generate_par
     }
     if (gp.spec.n_nodes_max < 0 || gp.spec.depth_max < 1) {
         throw std::invalid_argument(format("tree budget must be >= 0 and depth_max >= 1, got %d and %d", gp.spec.n_nodes_max, gp.spec.depth_max));
+    }
+    const auto & parent = gp.spec.preset_parent;
+    const auto & rank = gp.spec.preset_rank;
+    if (parent.size() != rank.size()) {
+        throw std::invalid_argument(format("a tree preset needs one parent per rank, got %d parents and %d ranks",
+                                           (int) parent.size(), (int) rank.size()));
+    }
+    for (size_t i = 0; i < rank.size(); ++i) {
+        if (parent[i] < -1 || parent[i] >= (int32_t) i || rank[i] < 0 || rank[i] >= 64) {
+            throw std::invalid_argument(format("tree preset node %d needs a parent in [-1, %d) and a rank in [0, 64), got %d and %d",
+                                               (int) i, (int) i, parent[i], rank[i]));
+        }
     }
 }
 

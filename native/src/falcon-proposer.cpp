@@ -36,33 +36,56 @@ static std::vector<std::pair<int32_t, float>> top_candidates(const float * logit
     return out;
 }
 
-void falcon_proposer::add_block(tree & t, int32_t node, int32_t block, const float * feat, const float * logits,
-                                int32_t top_k, int32_t depth_max, std::vector<frontier> & next) {
+std::vector<std::pair<int32_t, int32_t>> falcon_proposer::child_ranks(int32_t shape, const spec_params & sp) const {
+    std::vector<std::pair<int32_t, int32_t>> out;
+    if (sp.preset_rank.empty()) {
+        for (int32_t r = 0; r < sp.top_k_draft; ++r) {
+            out.push_back({r, -1});
+        }
+        return out;
+    }
+    for (int32_t c : preset_children_[shape < 0 ? sp.preset_rank.size() : shape]) {
+        out.push_back({sp.preset_rank[c], c});
+    }
+    return out;
+}
+
+void falcon_proposer::add_block(tree & t, int32_t node, int32_t shape, int32_t block, const float * feat,
+                                const float * logits, const spec_params & sp, std::vector<frontier> & next) {
     const drafter_hparams & hp = dft_->hparams();
     const int32_t k = hp.block_size;
-    const int32_t n_rows = std::min(k, depth_max - t.depth[node]);
+    const bool preset = !sp.preset_rank.empty();
+    const int32_t n_rows = preset ? k : std::min(k, sp.depth_max - t.depth[node]);
     if (n_rows <= 0) {
         return;
     }
+    const int32_t n_cand = preset ? *std::max_element(sp.preset_rank.begin(), sp.preset_rank.end()) + 1 : sp.top_k_draft;
     std::vector<std::vector<std::pair<int32_t, float>>> rows(n_rows);
     for (int32_t j = 0; j < n_rows; ++j) {
-        rows[j] = top_candidates(logits + (size_t) j * hp.n_vocab_draft, hp.n_vocab_draft, top_k);
+        rows[j] = top_candidates(logits + (size_t) j * hp.n_vocab_draft, hp.n_vocab_draft, n_cand);
     }
-    // walk the Cartesian product row by row: level j holds the nodes at depth(node) + j
-    std::vector<int32_t> level = {node};
-    for (int32_t j = 0; j < n_rows; ++j) {
-        std::vector<int32_t> deeper;
-        for (int32_t u : level) {
-            for (const auto & cand : rows[j]) {
+    // walk the block row by row: level j holds (tree node, preset node) pairs at depth(node) + j
+    std::vector<std::pair<int32_t, int32_t>> level = {{node, shape}};
+    for (int32_t j = 0; j < n_rows && !level.empty(); ++j) {
+        std::vector<std::pair<int32_t, int32_t>> deeper;
+        for (const auto & [u, sh] : level) {
+            for (const auto & [rank, child] : child_ranks(sh, sp)) {
+                if (rank >= (int32_t) rows[j].size()) {
+                    continue;
+                }
+                const auto & cand = rows[j][rank];
                 const llama_token id = dft_->draft_to_target(cand.first);
-                deeper.push_back(tree_add(t, u, id, t.value[u] * cand.second));
+                deeper.push_back({tree_add(t, u, id, t.value[u] * cand.second), child});
             }
         }
         level = std::move(deeper);
     }
-    if (n_rows == k) {
-        for (int32_t u : level) {
-            next.push_back({u, block, std::vector<float>(feat, feat + (size_t) k * hp.n_embd)});
+    if (level.empty() || t.depth[level[0].first] != t.depth[node] + k) {
+        return;
+    }
+    for (const auto & [u, sh] : level) {
+        if (!preset || !preset_children_[sh].empty()) {
+            next.push_back({u, sh, block, std::vector<float>(feat, feat + (size_t) k * hp.n_embd)});
         }
     }
 }
@@ -71,20 +94,29 @@ void falcon_proposer::draft(const std::vector<llama_token> & tokens, int32_t n_n
                             const sampling_params & smp, rng & r, tree & out) {
     const drafter_hparams & hp = dft_->hparams();
     const int32_t k = hp.block_size;
+    const bool preset = !sp.preset_rank.empty();
+    if (preset) {
+        const int32_t n = (int32_t) sp.preset_rank.size();
+        preset_children_.assign(n + 1, {});
+        for (int32_t i = 0; i < n; ++i) {
+            preset_children_[sp.preset_parent[i] < 0 ? n : sp.preset_parent[i]].push_back(i);
+        }
+    }
     dft_->eval_context(feat_, logits_);
     n_passes_ += 1;
 
     std::vector<frontier> front;
-    add_block(out, 0, -1, feat_.data(), logits_.data(), sp.top_k_draft, sp.depth_max, front);
+    add_block(out, 0, -1, -1, feat_.data(), logits_.data(), sp, front);
 
     int32_t n_blocks = 0; // blocks evaluated in this phase (their indices for parent links)
-    for (int32_t pass = 1; pass < sp.n_passes && !front.empty(); ++pass) {
-        // expand the most valuable block-completing nodes; the value of a deeper node never exceeds
-        // its parent's, so expanding more than the budget allows cannot help
+    for (int32_t pass = 1; (preset || pass < sp.n_passes) && !front.empty(); ++pass) {
+        // dynamic tree: expand the most valuable block-completing nodes; the value of a deeper node
+        // never exceeds its parent's, so expanding more than the budget allows cannot help
         std::sort(front.begin(), front.end(), [&](const frontier & a, const frontier & b) {
             return out.value[a.node] > out.value[b.node];
         });
-        const int32_t n_expand = std::min<int32_t>((int32_t) front.size(), std::max(1, sp.top_k_draft));
+        const int32_t n_expand = preset ? (int32_t) front.size()
+                                        : std::min<int32_t>((int32_t) front.size(), std::max(1, sp.top_k_draft));
         std::vector<drafter_block> blocks(n_expand);
         for (int32_t b = 0; b < n_expand; ++b) {
             const std::vector<int32_t> path = tree_path(out, front[b].node);
@@ -99,8 +131,8 @@ void falcon_proposer::draft(const std::vector<llama_token> & tokens, int32_t n_n
         n_passes_ += 1;
         std::vector<frontier> next;
         for (int32_t b = 0; b < n_expand; ++b) {
-            add_block(out, front[b].node, n_blocks + b, feat_.data() + (size_t) b * k * hp.n_embd,
-                      logits_.data() + (size_t) b * k * hp.n_vocab_draft, sp.top_k_draft, sp.depth_max, next);
+            add_block(out, front[b].node, front[b].shape, n_blocks + b, feat_.data() + (size_t) b * k * hp.n_embd,
+                      logits_.data() + (size_t) b * k * hp.n_vocab_draft, sp, next);
         }
         n_blocks += n_expand;
         front = std::move(next);

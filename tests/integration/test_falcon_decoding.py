@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from helpers.tiny_drafter import checkpoint_of, make_tiny_drafter
 
-from falcon_edge import EdgeFalcon
+from falcon_edge import EdgeFalcon, trees
 from falcon_edge.config import SpecConfig
 from falcon_edge.convert import run as write_drafter
 from falcon_edge.datasets import load_prompts
@@ -61,6 +61,19 @@ def test_greedy_falcon_matches_plain(tiny_target, tmp_path_factory, prompts, pla
         assert res.stats.n_draft_passes >= (res.stats.n_cycles if budget else 0)
     if budget:
         assert drafted > 0
+
+
+@pytest.mark.parametrize("preset", ["falcon-77", "falcon-168"])
+def test_greedy_falcon_with_the_papers_tree_matches_plain(tiny_target, tmp_path_factory, prompts, plain, preset):
+    path = _drafter(tiny_target, tmp_path_factory, 2, "lstm", seed=11)
+    llm = EdgeFalcon(tiny_target.path, drafter=path, n_ctx=1024, n_threads=2, tree=preset)
+    shape = trees.load(preset)
+    for p in prompts[::3]:
+        res = llm.generate(p, max_tokens=MAX_TOKENS)
+        assert res.tokens == plain[p], f"{preset}: prompt {p[:50]!r}"
+        # the whole preset is drafted every cycle: one context pass + one pass per further k-block
+        assert res.stats.n_nodes_max == shape.n_nodes + 1
+        assert res.stats.n_draft_passes == res.stats.n_cycles * shape.depth // 2
 
 
 def test_drafter_state_follows_prefix_reuse(tiny_target, tmp_path_factory, plain, prompts):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from falcon_edge import EdgeFalcon
+from falcon_edge import EdgeFalcon, drafters
+from falcon_edge.errors import UnknownModelError
 
 REPO = Path(__file__).resolve().parents[2]
 DRAFTER = REPO / "models" / "falcon-smollm2-135m-instruct.gguf"
@@ -34,10 +35,25 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def falcon(smollm_path):
-    if not DRAFTER.is_file():
-        pytest.fail(f"the shipped drafter {DRAFTER} is missing")
     # one thread: on a shared 2-core runner, two llama.cpp threads next to other jobs run ~10x slower
-    return EdgeFalcon("smollm2-135m-instruct", drafter=str(DRAFTER), n_ctx=1024, tree_budget=4, n_threads=1)
+    return EdgeFalcon.from_name("smollm2-135m-instruct", n_ctx=1024, tree_budget=4, n_threads=1)
+
+
+def test_a_registry_name_gets_the_drafter_installed_with_the_package(falcon):
+    assert falcon.mode == "falcon"
+    assert falcon.drafter_path == drafters.drafters_dir() / DRAFTER.name
+    assert falcon.drafter_path.read_bytes() == DRAFTER.read_bytes()
+
+
+def test_auto_drafter_only_for_registry_names(smollm_path):
+    # the same file by path: no registry pairing is assumed
+    assert EdgeFalcon(smollm_path, n_ctx=256, n_threads=1).mode == "plain"
+    assert EdgeFalcon("smollm2-135m-instruct", drafter=None, n_ctx=256, n_threads=1).mode == "plain"
+    assert drafters.shipped_drafter("gemma-3-270m") is None
+    with pytest.raises(UnknownModelError, match="no-such-model"):
+        EdgeFalcon.from_name("no-such-model")
+    with pytest.raises(UnknownModelError, match="no-such-model"):
+        drafters.shipped_drafter("no-such-model")
 
 
 def test_shipped_drafter_is_accepted(falcon):

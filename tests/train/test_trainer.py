@@ -99,3 +99,18 @@ def test_features_of_another_target_are_refused(tiny_target, tiny_features, tmp_
     other = write_tiny_llama_gguf(tmp_path / "wide.gguf", n_embd=96, n_head=4, seed=3)
     with pytest.raises(ValueError, match="extracted from another model"):
         trainer.fit(other.path, tiny_features, tmp_path / "run", _config(), progress=False)
+
+
+def test_init_from_starts_at_the_earlier_weights(tiny_path, tiny_features, tmp_path):
+    first = trainer.fit(tiny_path, tiny_features, tmp_path / "a", _config(), progress=False)
+    # zero steps from the earlier weights: the held-out readout is the earlier run's final one
+    again = trainer.fit(tiny_path, tiny_features, tmp_path / "b", _config(), progress=False, max_steps=0,
+                        init_from=tmp_path / "a" / "drafter.pt")
+    assert again["steps"] == 0
+    assert again["validation"][-1]["top1_per_depth"] == first["validation"][-1]["top1_per_depth"]
+    a = torch.load(tmp_path / "a" / "drafter.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "b" / "drafter.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    with pytest.raises(ValueError, match="another drafter shape"):
+        trainer.fit(tiny_path, tiny_features, tmp_path / "c", _config(n_ff=32), progress=False, max_steps=0,
+                    init_from=tmp_path / "a" / "drafter.pt")

@@ -6,6 +6,7 @@
 #include "falcon-edge/cost-model.h"
 #include "falcon-edge/params.h"
 #include "falcon-edge/proposer.h"
+#include "falcon-edge/self-distill.h"
 #include "falcon-edge/stats.h"
 
 #include "llama.h"
@@ -77,6 +78,10 @@ public:
     // clears the cache, evaluates `tokens` and returns the target's post-norm hidden state (the
     // LM-head input) at every position [n_tokens * n_embd]; the cache then holds `tokens`
     std::vector<float> features(const std::vector<llama_token> & tokens);
+    // the target's greedy answers to `prompts` with the features of every token, decoded in
+    // parallel in a context of its own (the cache of generate() is untouched); cancel() stops it
+    std::vector<distilled_sequence> self_distill(const std::vector<std::vector<llama_token>> & prompts,
+                                                 const self_distill_params & params);
 
     // ---- probes for tests (exactness of tree verification and of the KV cache) ----
     // clears the cache and evaluates `tokens` into seq 0 (no logits kept)

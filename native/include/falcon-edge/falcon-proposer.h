@@ -9,8 +9,11 @@
 //      value is the product of its path's drafter probabilities;
 //   3. each further pass expands the most valuable nodes that complete a block (depths k, 2k, ...):
 //      one drafter block per node, all blocks of a pass in one graph, giving depths +1 .. +k.
-// The engine then keeps the nodes the device can afford (cost-model.h). Candidates are chosen
-// deterministically (top-k), so their proposal rows are point masses (tree.q_row = -1).
+// The engine then keeps the nodes the device can afford (cost-model.h). With a preset shape
+// (spec_params.preset_*, e.g. the paper's 168-token tree) only the preset's candidate ranks are
+// added and every preset node that completes a block is expanded, until the preset is complete.
+// Candidates are chosen deterministically (top-k), so their proposal rows are point masses
+// (tree.q_row = -1).
 #pragma once
 
 #include "falcon-edge/drafter.h"
@@ -37,16 +40,22 @@ private:
     // a node that completes a block and may be expanded by a further drafter pass
     struct frontier {
         int32_t node;                 // tree node at depth L*k
+        int32_t shape;                // its preset node (-1: dynamic tree)
         int32_t block;                // index of the drafter block that produced its rows (-1: the context)
         std::vector<float> feat;      // [k*n_embd] output features of that block
     };
 
-    // adds the Cartesian block of candidates below `node` from k rows of logits; returns the new
-    // frontier nodes (depth k below `node`)
-    void add_block(tree & t, int32_t node, int32_t block, const float * feat, const float * logits, int32_t top_k,
-                   int32_t depth_max, std::vector<frontier> & next);
+    // the candidate ranks below one node: (rank, preset node or -1)
+    std::vector<std::pair<int32_t, int32_t>> child_ranks(int32_t shape, const spec_params & sp) const;
+
+    // adds the block of candidates below `node` from k rows of logits (the Cartesian product of the
+    // top candidates, or the preset's ranks below `shape`); appends the nodes that complete the
+    // block and may be expanded further to `next`
+    void add_block(tree & t, int32_t node, int32_t shape, int32_t block, const float * feat, const float * logits,
+                   const spec_params & sp, std::vector<frontier> & next);
 
     std::unique_ptr<drafter> dft_;
+    std::vector<std::vector<int32_t>> preset_children_; // [n_preset + 1]: children of each preset node, the root last
     int32_t n_passes_ = 0;
     std::vector<float> feat_, logits_; // scratch
 };

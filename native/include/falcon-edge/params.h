@@ -32,6 +32,11 @@ struct spec_params {
     // falcon proposer
     int32_t top_k_draft = 4;     // candidates kept per drafted position
     int32_t n_passes    = 2;     // drafter passes per drafting phase (1 context pass + expansions)
+    // a fixed tree shape instead of the dynamic tree (empty: dynamic): preset node i is the
+    // candidate of rank preset_rank[i] below preset node preset_parent[i] (-1: below the root);
+    // parents come before their children
+    std::vector<int32_t> preset_parent;
+    std::vector<int32_t> preset_rank;
 };
 
 struct generate_params {

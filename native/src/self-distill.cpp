@@ -1,0 +1,167 @@
+// Continuous batching of greedy answers: every step decodes one batch holding, per busy slot,
+// either its whole prompt or its last answer token; finished slots take the next prompt.
+#include "falcon-edge/self-distill.h"
+
+#include "falcon-edge/errors.h"
+
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+
+namespace fe {
+
+namespace {
+
+enum class slot_state { idle, prompt, answer, last };
+
+struct slot {
+    slot_state state = slot_state::idle;
+    int32_t seq = -1;      // index into prompts / result
+    int32_t n_answer = 0;  // answer tokens sampled so far
+    int32_t row0 = 0;      // first batch row of this slot in the current step
+    int32_t n_rows = 0;
+};
+
+struct context_deleter {
+    void operator()(llama_context * ctx) const { llama_free(ctx); }
+};
+
+struct batch_owner {
+    llama_batch b;
+    explicit batch_owner(int32_t n_tokens) : b(llama_batch_init(n_tokens, 0, 1)) {}
+    ~batch_owner() { llama_batch_free(b); }
+};
+
+llama_token argmax(const float * logits, int32_t n_vocab) {
+    return (llama_token) (std::max_element(logits, logits + n_vocab) - logits);
+}
+
+} // namespace
+
+std::vector<distilled_sequence> self_distill(llama_model * model, const std::vector<std::vector<llama_token>> & prompts,
+                                             const self_distill_params & params, const std::atomic<bool> & cancel) {
+    const llama_vocab * vocab = llama_model_get_vocab(model);
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+    const int32_t n_embd = llama_model_n_embd(model);
+    if (params.max_tokens < 1 || params.n_parallel < 1 || params.n_parallel > (int32_t) llama_max_parallel_sequences()) {
+        throw std::invalid_argument(format("self-distillation needs max_tokens >= 1 and n_parallel in [1, %d], got %d and %d",
+                                           (int) llama_max_parallel_sequences(), params.max_tokens, params.n_parallel));
+    }
+    int32_t longest = 0;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+        if (prompts[s].empty()) {
+            throw std::invalid_argument(format("prompt %d is empty", (int) s));
+        }
+        for (llama_token id : prompts[s]) {
+            if (id < 0 || id >= n_vocab) {
+                throw std::invalid_argument(format("prompt %d: token %d is outside the vocabulary [0, %d)", (int) s, id, n_vocab));
+            }
+        }
+        longest = std::max(longest, (int32_t) prompts[s].size());
+    }
+    std::vector<distilled_sequence> out(prompts.size());
+    if (prompts.empty()) {
+        return out;
+    }
+
+    const int32_t n_parallel = std::min<int32_t>(params.n_parallel, (int32_t) prompts.size());
+    const int32_t n_batch = std::max<int32_t>(512, longest + n_parallel);
+    llama_context_params cp = llama_context_default_params();
+    cp.n_seq_max = n_parallel;
+    cp.kv_unified = false;  // one KV stream per sequence
+    cp.n_ctx = (uint32_t) n_parallel * (uint32_t) (longest + params.max_tokens + 8);
+    cp.n_batch = n_batch;
+    cp.n_ubatch = n_batch;
+    cp.embeddings = true;
+    cp.no_perf = true;
+    const int32_t n_threads = params.n_threads > 0 ? params.n_threads : (int32_t) std::max(1u, std::thread::hardware_concurrency());
+    cp.n_threads = n_threads;
+    cp.n_threads_batch = n_threads;
+    cp.abort_callback = [](void * data) { return static_cast<const std::atomic<bool> *>(data)->load(); };
+    cp.abort_callback_data = const_cast<std::atomic<bool> *>(&cancel);
+    std::unique_ptr<llama_context, context_deleter> ctx(llama_init_from_model(model, cp));
+    if (!ctx) {
+        throw model_error(format("failed to create a self-distillation context of %u tokens for %d sequences", cp.n_ctx, n_parallel));
+    }
+    llama_memory_t mem = llama_get_memory(ctx.get());
+
+    std::vector<slot> slots(n_parallel);
+    int32_t next = 0;
+    size_t n_done = 0;
+    batch_owner bo(n_batch);
+    while (n_done < prompts.size()) {
+        if (cancel.load()) {
+            throw aborted("self-distillation cancelled");
+        }
+        // fill the batch: answers first (one row each), then whole prompts while they fit
+        llama_batch & b = bo.b;
+        b.n_tokens = 0;
+        auto add_row = [&](llama_token id, int32_t pos, int32_t seq_id) {
+            b.token[b.n_tokens] = id;
+            b.pos[b.n_tokens] = pos;
+            b.n_seq_id[b.n_tokens] = 1;
+            b.seq_id[b.n_tokens][0] = seq_id;
+            b.logits[b.n_tokens] = 1;
+            ++b.n_tokens;
+        };
+        for (int32_t k = 0; k < n_parallel; ++k) {
+            slot & sl = slots[k];
+            sl.n_rows = 0;
+            if (sl.state == slot_state::answer || sl.state == slot_state::last) {
+                const auto & toks = out[sl.seq].tokens;
+                sl.row0 = b.n_tokens;
+                sl.n_rows = 1;
+                add_row(toks.back(), (int32_t) toks.size() - 1, k);
+            }
+        }
+        for (int32_t k = 0; k < n_parallel; ++k) {
+            slot & sl = slots[k];
+            if (sl.state == slot_state::idle && next < (int32_t) prompts.size()) {
+                const auto & p = prompts[next];
+                if (b.n_tokens + (int32_t) p.size() > n_batch) {
+                    break;
+                }
+                sl.state = slot_state::prompt;
+                sl.seq = next++;
+                sl.n_answer = 0;
+                out[sl.seq].tokens = p;
+                out[sl.seq].n_prompt = (int32_t) p.size();
+                out[sl.seq].finished = false;
+                out[sl.seq].features.reserve((size_t) (p.size() + params.max_tokens) * n_embd);
+                sl.row0 = b.n_tokens;
+                sl.n_rows = (int32_t) p.size();
+                for (int32_t i = 0; i < (int32_t) p.size(); ++i) {
+                    add_row(p[i], i, k);
+                }
+            }
+        }
+        check_decode(llama_decode(ctx.get(), b), format("self-distillation batch of %d rows", b.n_tokens));
+
+        for (int32_t k = 0; k < n_parallel; ++k) {
+            slot & sl = slots[k];
+            if (sl.n_rows == 0) {
+                continue;
+            }
+            distilled_sequence & ds = out[sl.seq];
+            for (int32_t r = sl.row0; r < sl.row0 + sl.n_rows; ++r) {
+                const float * f = llama_get_embeddings_ith(ctx.get(), r); // [n_embd]
+                ds.features.insert(ds.features.end(), f, f + n_embd);
+            }
+            if (sl.state == slot_state::last) {
+                sl.state = slot_state::idle;
+                ++n_done;
+                llama_memory_seq_rm(mem, k, -1, -1);
+                continue;
+            }
+            const llama_token id = argmax(llama_get_logits_ith(ctx.get(), sl.row0 + sl.n_rows - 1), n_vocab);
+            ds.tokens.push_back(id);
+            ++sl.n_answer;
+            ds.finished = llama_vocab_is_eog(vocab, id);
+            sl.state = ds.finished || sl.n_answer >= params.max_tokens ? slot_state::last : slot_state::answer;
+        }
+    }
+    return out;
+}
+
+} // namespace fe

@@ -1,0 +1,90 @@
+"""Self-distillation: parallel greedy answers equal one-at-a-time greedy decoding, with the right features."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from falcon_edge import EdgeFalcon
+from falcon_edge.train import features, self_distill
+
+PROMPTS = ["The quick brown fox", "Once upon a time there was a tiny model", "one two three", "hello world",
+           "a b c d e f g h i j k", "numbers 1 2 3 4 5 6 7 8 9", "What is the capital of France?"]
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_path):
+    return EdgeFalcon(tiny_path, n_ctx=512)
+
+
+def _convs(n=None):
+    return [{"source": "t", "messages": [{"role": "user", "content": p}, {"role": "assistant", "content": None}]}
+            for p in PROMPTS[: n or len(PROMPTS)]]
+
+
+def _prompt_tokens(llm, conv):
+    return list(llm._native_engine().tokenize(llm.template.render(conv["messages"][:-1], add_generation_prompt=True), True, True))
+
+
+@pytest.mark.parametrize("n_parallel", [1, 3, 8])
+def test_parallel_answers_equal_sequential_greedy(llm, n_parallel):
+    eng = llm._native_engine()
+    prompts = [_prompt_tokens(llm, c) for c in _convs()]
+    out = eng.self_distill(prompts, 12, n_parallel)
+    assert len(out) == len(prompts)
+    for p, (tokens, n_prompt, finished, raw) in zip(prompts, out):
+        assert n_prompt == len(p) and list(tokens[:n_prompt]) == p
+        answer = list(tokens[n_prompt:])
+        ref = llm.generate(p, max_tokens=12, temperature=0, speculative=False)
+        # the reference excludes an end-of-generation token; self_distill keeps it (it is a training target)
+        assert [t for t in answer if not eng.is_eog(t)] == ref.tokens
+        assert finished == (len(answer) > 0 and eng.is_eog(answer[-1]))
+        feat = np.frombuffer(raw, dtype=np.float32).reshape(len(tokens), eng.n_embd)  # [n, H]
+        want = np.frombuffer(eng.features(list(tokens)), dtype=np.float32).reshape(len(tokens), eng.n_embd)
+        # one batch vs token by token over an F16 KV cache: equal up to its rounding
+        np.testing.assert_allclose(feat, want, rtol=1e-2, atol=1e-2)
+
+
+def test_bad_arguments_are_refused(llm):
+    eng = llm._native_engine()
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        eng.self_distill([[1, 2], []], 4, 2)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        eng.self_distill([[1, eng.n_vocab + 5]], 4, 2)
+    with pytest.raises(ValueError, match="max_tokens >= 1"):
+        eng.self_distill([[1, 2]], 0, 2)
+    assert eng.self_distill([], 4, 2) == []
+    # the engine stays usable
+    assert llm.generate("hello", max_tokens=3, temperature=0).tokens
+
+
+def test_distill_writes_a_feature_directory(llm, tmp_path):
+    index = self_distill.distill(llm, _convs(), tmp_path / "sd", max_tokens=10, n_parallel=4, shard_size=3, progress=False)
+    assert features.is_complete(index) and index["n_shards"] == 3 and index["meta"]["self_distilled"]
+    seqs = features.load_sequences(tmp_path / "sd")
+    assert len(seqs) == len(PROMPTS)
+    eng = llm._native_engine()
+    for conv, s in zip(_convs(), seqs):
+        n_prompt = len(_prompt_tokens(llm, conv))
+        assert list(s.tokens[:n_prompt]) == _prompt_tokens(llm, conv)
+        assert not s.loss_mask[:n_prompt].any() and s.loss_mask[n_prompt:].all() and len(s.tokens) > n_prompt
+        assert s.feat.dtype == np.float16 and s.feat.shape == (len(s.tokens), eng.n_embd)
+    answers = [json.loads(line) for line in (tmp_path / "sd" / self_distill.ANSWERS).read_text().splitlines()]
+    assert len(answers) == len(PROMPTS) and all(a["regenerated"] and a["messages"][-1]["content"] is not None for a in answers)
+    # a second call resumes: nothing left to do, same index
+    again = self_distill.distill(llm, _convs(), tmp_path / "sd", max_tokens=10, n_parallel=4, shard_size=3, progress=False)
+    assert again["shards"] == index["shards"]
+
+
+def test_time_budget_closes_the_directory_at_the_written_shards(llm, tmp_path):
+    index = self_distill.distill(llm, _convs(), tmp_path / "sd", max_tokens=6, n_parallel=2, shard_size=2,
+                                 time_budget_s=0.0, progress=False)
+    assert index["stopped_early"] and index["n_shards"] == 1 and features.is_complete(index)
+    assert len(features.load_sequences(tmp_path / "sd")) == 2
+
+
+def test_prompts_over_the_limit_are_skipped_and_none_left_is_an_error(llm, tmp_path):
+    with pytest.raises(ValueError, match="no prompt fits max_prompt_tokens=2"):
+        self_distill.distill(llm, _convs(), tmp_path / "sd", max_prompt_tokens=2, progress=False)
