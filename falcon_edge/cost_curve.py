@@ -3,7 +3,8 @@
 c(N) is the time of one ``llama_decode`` of N tree nodes (every node an output, as verification needs) relative to
 one node. The engine sizes each tree from it (native/include/falcon-edge/cost-model.h). The measurement depends on
 the model file, the threads, the batch size and the build (CPU features, GPU offload), so the cache key holds all
-of them; a change of any re-measures.
+of them; a change of any re-measures. Delete the file (``~/.cache/falcon-edge/verify-cost.json``) to re-measure,
+e.g. after a measurement taken while other programs loaded the machine.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int,
     log.info("measuring the verify-cost curve of %s (once per model and device)", model_path.name)
     times = engine.measure_verify_cost(n_max, N_REPS, depth)
     curve = [t / times[0] for t in times]
+    # entries of model files that no longer exist (deleted downloads, test fixtures) are dropped
+    cached = {k: v for k, v in cached.items() if Path(k.split("|", 1)[0]).is_file()}
     cached[key] = curve
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")

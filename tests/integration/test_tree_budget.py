@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from falcon_edge import EdgeFalcon
@@ -35,6 +37,15 @@ def test_measured_curve_is_cached_and_starts_at_one(tiny_path, tmp_path, monkeyp
     curve = list(llm._native_engine().verify_cost())
     assert curve[0] == 1.0 and len(curve) == 16 and all(c > 0 for c in curve)
     assert (tmp_path / "verify-cost.json").is_file()
+
+
+def test_cache_drops_curves_of_deleted_models(tiny_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
+    stale = f"{tmp_path / 'gone.gguf'}|1|2|t2|b256|ngl0|x"
+    (tmp_path / "verify-cost.json").write_text(json.dumps({stale: [1.0, 1.5]}))
+    EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)
+    cached = json.loads((tmp_path / "verify-cost.json").read_text())
+    assert stale not in cached and len(cached) == 1
 
 
 @pytest.mark.parametrize("bad", [[], [0.0, 1.0], [1.0, -2.0]])
