@@ -66,7 +66,8 @@ def prepare(llm, work_dir: str | os.PathLike, *, data_dir: str | os.PathLike, to
         n_parallel: sequences decoded together during self-distillation.
         max_len: truncate fixed-response conversations to this many tokens.
         seed: shuffling seed.
-        shard_size: conversations per shard.
+        shard_size: conversations per shard of fixed-response features (self-distillation writes shards of
+            4 · n_parallel conversations: each is one batched native call, whose last sequences run alone).
         progress: tqdm bars.
         exclude: dataset.jsonl files of earlier runs: their prompts are not used again.
 
@@ -100,7 +101,7 @@ def prepare(llm, work_dir: str | os.PathLike, *, data_dir: str | os.PathLike, to
         rng.shuffle(pool)
         out = work / SELF_DISTILLED_DIR
         self_distill.distill(llm, pool, out, max_tokens=self_distill_max_tokens, n_parallel=n_parallel,
-                             shard_size=shard_size, time_budget_s=self_distill_seconds,
+                             shard_size=4 * n_parallel, time_budget_s=self_distill_seconds,
                              meta={"target": str(llm.target_path), "seed": seed}, progress=progress)
         for line in (out / self_distill.ANSWERS).read_text(encoding="utf-8").splitlines():
             row = mix.setdefault(json.loads(line)["source"], {"records": 0, "regenerated": 0})
