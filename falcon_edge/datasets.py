@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from pathlib import Path
 
 DATASETS = {
@@ -32,9 +33,23 @@ def data_dir() -> Path:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file (gzip-compressed when it ends in ``.gz``), each checked to be an object."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except (ValueError, RecursionError) as e:  # JSONDecodeError; nesting deeper than the parser's stack
+                    raise ValueError(f"{path}:{lineno}: not a JSON record ({type(e).__name__}: {str(e)[:80]})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{lineno}: a record must be a JSON object, got {type(row).__name__}")
+                rows.append(row)
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:  # corrupt or truncated gzip, bytes that are not UTF-8
+        raise ValueError(f"dataset file {path} cannot be read: {type(e).__name__}: {e}") from None
     if not rows:
         raise ValueError(f"dataset file {path} holds no records")
     return rows

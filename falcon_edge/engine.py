@@ -210,7 +210,8 @@ class EdgeFalcon:
         params = req.to_native()
         if req.sampling.seed is None and self.seed is not None:
             params.sampling.seed = self.seed
-        res = self._native_engine().generate(tokens, params, on_chunk)
+        # a callback on every step, even a no-op, lets Ctrl-C (KeyboardInterrupt) stop the native loop promptly
+        res = self._native_engine().generate(tokens, params, on_chunk or (lambda _tokens, _text: True))
         return GenerationResult(
             text=res.text.decode("utf-8", "replace"),
             tokens=list(res.tokens),

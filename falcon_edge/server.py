@@ -27,6 +27,7 @@ from .errors import ContextFullError
 log = logging.getLogger("falcon_edge.server")
 
 MAX_BODY_BYTES = 16 * 2**20  # larger request bodies are refused with 413 before they are read
+SOCKET_TIMEOUT_S = 60.0
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "stop")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
@@ -81,6 +82,9 @@ def _generation_kwargs(body: dict) -> dict:
         kwargs["max_tokens"] = max_tokens
     if body.get("n") not in (None, 1):
         raise ValueError(f"n must be 1 (one choice per request), got {body['n']!r}")
+    stop = kwargs.get("stop")
+    if stop is not None and not isinstance(stop, str) and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise ValueError(f"stop must be a string or a list of strings, got {stop!r:.80}")
     return kwargs
 
 
@@ -135,6 +139,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"  # keep-alive for the OpenAI client; streams close their connection
     server_version = "falcon-edge"
+    # seconds a socket read or write may block: a client that stops sending mid-request, or stops reading a stream
+    # (which would otherwise hold the generation lock once the socket buffer fills), is dropped
+    timeout = SOCKET_TIMEOUT_S
     server: FalconServer
 
     def do_GET(self) -> None:
@@ -170,19 +177,39 @@ class _Handler(BaseHTTPRequestHandler):
             if path != "/health":
                 self._check_api_key()
             route[method](self, raw)
-        except ConnectionError:
-            raise  # the client is gone: nothing can be answered (see FalconServer.handle_error)
+        except (ConnectionError, TimeoutError):
+            raise  # the client is gone or stuck: nothing can be answered (see FalconServer.handle_error)
         except Exception as e:  # noqa: BLE001 (every failure becomes a JSON error; the connection keeps serving)
             err = _as_api_error(e)
             self._send_json(err.status, err.body(), err.headers)
 
     def _read_body(self) -> bytes:
-        n_bytes = int(self.headers.get("Content-Length") or 0)
+        """The request body, exactly Content-Length bytes; any refusal closes the connection, because the unread
+        body would otherwise be parsed as the next request."""
+        if self.headers.get("Transfer-Encoding") is not None:
+            self.close_connection = True
+            raise ApiError(HTTPStatus.LENGTH_REQUIRED,
+                           f"Transfer-Encoding {self.headers['Transfer-Encoding']!r} is not supported: send Content-Length",
+                           "length_required")
+        length = (self.headers.get("Content-Length") or "0").strip()
+        if not length.isdigit() or not length.isascii():  # int() would take "-1", "+5", "1_0": read(-1) waits for EOF
+            self.close_connection = True
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"Content-Length must be a non-negative integer, got {length!r}",
+                           "invalid_content_length")
+        n_bytes = int(length)
         if n_bytes > MAX_BODY_BYTES:
-            self.close_connection = True  # the unread body would otherwise be parsed as the next request
+            self.close_connection = True
             raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                            f"request body of {n_bytes} bytes is too large: limit {MAX_BODY_BYTES}", "request_too_large")
-        return self.rfile.read(n_bytes)
+        try:
+            body = self.rfile.read(n_bytes)
+        except TimeoutError:
+            body = b""
+        if len(body) < n_bytes:
+            self.close_connection = True
+            raise ApiError(HTTPStatus.REQUEST_TIMEOUT, f"request body ended after {len(body)} of {n_bytes} bytes "
+                           f"(Content-Length) or took over {self.timeout} s", "incomplete_body")
+        return body
 
     def _check_api_key(self) -> None:
         key = self.server.api_key
@@ -196,8 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _json_body(self, raw: bytes) -> dict:
         try:
             body = json.loads(raw)
-        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-            raise ApiError(HTTPStatus.BAD_REQUEST, f"request body is not valid JSON: {e}", "invalid_json") from None
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting past the stack
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"request body is not valid JSON: {type(e).__name__}: {str(e)[:200]}",
+                           "invalid_json") from None
         if not isinstance(body, dict):
             raise ApiError(HTTPStatus.BAD_REQUEST, f"request body must be a JSON object, got {type(body).__name__}",
                            "invalid_json")
@@ -239,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 for chunk in itertools.chain(head, chunks):
                     self._send_event(chunk)
-            except ConnectionError:  # BrokenPipeError, ConnectionResetError
+            except (ConnectionError, TimeoutError):  # BrokenPipeError, ConnectionResetError; a client that stopped reading
                 log.info("client %s disconnected: generation stopped", self.address_string())
                 return
             except Exception as e:  # noqa: BLE001 (the 200 is already sent: report in the stream, like llama-server)

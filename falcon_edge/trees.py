@@ -69,7 +69,7 @@ def load(name_or_path: str | os.PathLike[str]) -> TreePreset:
         path = shipped
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise TreeError(f"{path}: cannot read a tree preset: {e}") from None
     if not isinstance(doc, dict) or "paths" not in doc:
         raise TreeError(f"{path}: a tree preset is a JSON object with 'paths', got {type(doc).__name__}")

@@ -199,15 +199,18 @@ def load_conversations(path: str | os.PathLike, *, need_response: bool = True) -
         raise DatasetError(f"training set {path} does not exist")
     _check_not_eval(path)
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            records.append(validate_conversation(record, f"{path}:{lineno}", need_response=need_response))
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, RecursionError) as e:
+                    raise DatasetError(f"{path}:{lineno}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+                records.append(validate_conversation(record, f"{path}:{lineno}", need_response=need_response))
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
     if not records:
         raise DatasetError(f"training set {path} is empty: no conversations")
     return records

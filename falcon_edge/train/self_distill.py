@@ -91,6 +91,7 @@ def distill(llm, conversations: Sequence[dict], out_dir: str | os.PathLike, *, m
         part = prompts[s * shard_size : (s + 1) * shard_size]
         results = eng.self_distill(part, max_tokens, n_parallel)
         feats, tokens, masks, lines = [], [], [], []
+        mix = index["meta"].setdefault("mix", {})
         for (toks, n_prompt, finished, raw), rec in zip(results, records[s * shard_size : (s + 1) * shard_size]):
             toks = np.asarray(toks, dtype=np.int32)  # [n]
             feats.append(np.frombuffer(raw, dtype=np.float32).reshape(len(toks), n_embd).astype(np.float16))  # [n, H]
@@ -101,6 +102,9 @@ def distill(llm, conversations: Sequence[dict], out_dir: str | os.PathLike, *, m
             lines.append(json.dumps({"source": rec["source"], "messages": messages, "regenerated": True,
                                      "finished": bool(finished)}, ensure_ascii=False))
             n_tok += len(toks) - n_prompt
+            row = mix.setdefault(rec["source"], {"records": 0, "regenerated": 0, "tokens": 0, "assistant_tokens": 0})
+            for key, value in (("records", 1), ("regenerated", 1), ("tokens", len(toks)), ("assistant_tokens", len(toks) - n_prompt)):
+                row[key] += value
         feature_store.write_shard(out, index, s, feats, tokens, masks)
         with open(out / ANSWERS, "a", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")

@@ -360,7 +360,7 @@ def _autocast(dev: torch.device, amp: str):
 
 
 def _merge_indexes(indexes: list[dict]) -> dict:
-    """One index for several feature directories: the mix summed per source, extraction times summed."""
+    """One index for several feature directories: the mix summed per source, extraction and self-distillation times summed."""
     if len({i["n_embd"] for i in indexes}) != 1:
         raise ValueError(f"feature directories of different widths: {[i['n_embd'] for i in indexes]}")
     mix: dict = {}
@@ -371,7 +371,7 @@ def _merge_indexes(indexes: list[dict]) -> dict:
                 acc[key] = acc.get(key, 0) + value
     return {"n_embd": indexes[0]["n_embd"],
             "meta": {"mix": mix, "template": indexes[0].get("meta", {}).get("template")},
-            "timing": {"extract_s": sum(i.get("timing", {}).get("extract_s", 0.0) for i in indexes)}}
+            "timing": {"extract_s": sum(i.get("timing", {}).get(key, 0.0) for i in indexes for key in ("extract_s", "self_distill_s"))}}
 
 
 def _validate(model, held_batches, k: int, epoch: int, step: int, dev: torch.device, amp: str) -> dict:

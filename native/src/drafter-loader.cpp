@@ -269,7 +269,7 @@ void check_identity(const drafter_hparams & hp, const target_identity & id, cons
 
 // ---- tensors ---------------------------------------------------------------------------------
 
-// what a tensor may be: a drafter weight matrix, a drafter F32 vector, the i32 d2t, or a target tensor (any type)
+// what a tensor may be: a drafter weight matrix, a drafter F32 vector, the i32 d2t, or a target embedding / LM head
 enum class tensor_kind { WEIGHT, NORM, IDS, TARGET };
 
 bool type_allowed(tensor_kind kind, enum ggml_type type) {
@@ -278,7 +278,11 @@ bool type_allowed(tensor_kind kind, enum ggml_type type) {
             return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0;
         case tensor_kind::NORM:   return type == GGML_TYPE_F32;
         case tensor_kind::IDS:    return type == GGML_TYPE_I32;
-        case tensor_kind::TARGET: return true;
+        case tensor_kind::TARGET:
+            // the LM head goes through mul_mat and the embedding through get_rows: integer types and the
+            // activation-only q8_1 / q8_k have no dot product on the CPU (a null kernel, found by fuzzing)
+            return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16 ||
+                   (ggml_is_quantized(type) && type != GGML_TYPE_Q8_1 && type != GGML_TYPE_Q8_K);
     }
     return false;
 }
@@ -288,7 +292,7 @@ const char * allowed_types(tensor_kind kind) {
         case tensor_kind::WEIGHT: return "f32, f16, q8_0 or q4_0";
         case tensor_kind::NORM:   return "f32";
         case tensor_kind::IDS:    return "i32";
-        case tensor_kind::TARGET: return "any";
+        case tensor_kind::TARGET: return "f32, f16, bf16 or a quantized weight type";
     }
     return "";
 }

@@ -22,7 +22,6 @@ documented exception with a message naming the problem, never crash the process.
 from __future__ import annotations
 
 import importlib
-import os
 import struct
 from pathlib import Path
 

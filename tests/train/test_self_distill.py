@@ -73,6 +73,9 @@ def test_distill_writes_a_feature_directory(llm, tmp_path):
         assert s.feat.dtype == np.float16 and s.feat.shape == (len(s.tokens), eng.n_embd)
     answers = [json.loads(line) for line in (tmp_path / "sd" / self_distill.ANSWERS).read_text().splitlines()]
     assert len(answers) == len(PROMPTS) and all(a["regenerated"] and a["messages"][-1]["content"] is not None for a in answers)
+    mix = index["meta"]["mix"]["t"]
+    assert mix["records"] == mix["regenerated"] == len(PROMPTS)
+    assert mix["tokens"] == sum(len(s.tokens) for s in seqs) and mix["assistant_tokens"] == sum(int(s.loss_mask.sum()) for s in seqs)
     # a second call resumes: nothing left to do, same index
     again = self_distill.distill(llm, _convs(), tmp_path / "sd", max_tokens=10, n_parallel=4, shard_size=3, progress=False)
     assert again["shards"] == index["shards"]
