@@ -122,12 +122,11 @@ class EdgeFalcon:
                 raise ValueError(f"tree preset {preset.name} has {preset.n_nodes + 1} nodes with the root but n_batch is {n_batch}")
             self.spec = dataclasses.replace(self.spec, n_nodes_max=preset.n_nodes + 1, depth_max=preset.depth,
                                             preset_parent=preset.parent, preset_rank=preset.rank)
-            tree_budget = self.spec.n_nodes_max
         if verify_cost is not None:
             if not verify_cost or any(not c > 0 for c in verify_cost):
                 raise ValueError(f"verify_cost must be a non-empty list of positive costs, got {verify_cost!r}")
             self._engine.set_verify_cost([float(c) for c in verify_cost])
-        elif self.mode != "plain" and tree_budget == 0:
+        elif self.mode != "plain" and self.spec.n_nodes_max == 0:
             curve = cost_curve.load_or_measure(self._engine, self.target_path, n_threads=n_threads or os.cpu_count() or 1,
                                                n_batch=n_batch, n_gpu_layers=n_gpu_layers)
             self._engine.set_verify_cost(curve)

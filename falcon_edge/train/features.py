@@ -118,10 +118,15 @@ def extract(llm, encoded: Sequence[Encoded], out_dir: str | os.PathLike, *, shar
     bar.close()
     elapsed = time.monotonic() - start
     log.info("extracted %d tokens in %.0f s (%.0f tok/s)", done_tok, elapsed, done_tok / max(elapsed, 1e-9))
-    index.setdefault("timing", {})
-    index["timing"]["extract_s"] = index["timing"].get("extract_s", 0.0) + elapsed
-    write_json_atomic(out / INDEX, index)
+    add_timing(out, index, "extract_s", elapsed)
     return index
+
+
+def add_timing(out: Path, index: dict, key: str, seconds: float) -> None:
+    """Add seconds of work to index["timing"][key] (summed over resumed runs) and rewrite the index."""
+    index.setdefault("timing", {})
+    index["timing"][key] = index["timing"].get(key, 0.0) + seconds
+    write_json_atomic(out / INDEX, index)
 
 
 def open_index(out: Path, fp: str, n_embd: int, shard_size: int, n_conversations: int, meta: dict | None) -> dict:

@@ -116,9 +116,7 @@ def distill(llm, conversations: Sequence[dict], out_dir: str | os.PathLike, *, m
     bar.close()
     elapsed = time.monotonic() - start
     log.info("self-distilled %d answer tokens in %.0f s (%.1f tok/s)", n_tok, elapsed, n_tok / max(elapsed, 1e-9))
-    index.setdefault("timing", {})
-    index["timing"]["self_distill_s"] = index["timing"].get("self_distill_s", 0.0) + elapsed
-    feature_store.write_json_atomic(out / feature_store.INDEX, index)
+    feature_store.add_timing(out, index, "self_distill_s", elapsed)
     return index
 
 
