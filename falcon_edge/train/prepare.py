@@ -48,7 +48,7 @@ def feature_dirs(work_dir: str | os.PathLike) -> list[Path]:
 
 def prepare(llm, work_dir: str | os.PathLike, *, data_dir: str | os.PathLike, token_budget: int,
             shares: dict[str, float] | None = None, self_distill_seconds: float = 0.0, self_distill_prompts: int = 4000,
-            self_distill_max_tokens: int = 192, n_parallel: int = 16, max_len: int = 640, seed: int = 0,
+            self_distill_max_tokens: int = 256, n_parallel: int = 16, max_len: int = 640, seed: int = 0,
             shard_size: int = 32, progress: bool = True, exclude: list[str | os.PathLike] = ()) -> list[Path]:
     """Build the training data for llm's target in work_dir.
 
@@ -67,7 +67,7 @@ def prepare(llm, work_dir: str | os.PathLike, *, data_dir: str | os.PathLike, to
         max_len: truncate fixed-response conversations to this many tokens.
         seed: shuffling seed.
         shard_size: conversations per shard of fixed-response features (self-distillation writes shards of
-            4 · n_parallel conversations: each is one batched native call, whose last sequences run alone).
+            4 · n_parallel conversations).
         progress: tqdm bars.
         exclude: dataset.jsonl files of earlier runs: their prompts are not used again.
 

@@ -52,11 +52,11 @@ def distill(llm, conversations: Sequence[dict], out_dir: str | os.PathLike, *, m
         out_dir: the feature directory (created; resumed when it holds an index for the same inputs).
         max_tokens: answer length cap.
         n_parallel: sequences decoded together (throughput grows with it until the CPU is saturated).
-        shard_size: conversations per shard (and per native call).
+        shard_size: conversations per shard.
         max_prompt_tokens: prompts longer than this are skipped.
-        time_budget_s: start no new shard once this many seconds have passed (at least one shard is
-            written); the index is then closed at the shards written (marked "stopped_early"), so it
-            loads as a complete directory.
+        time_budget_s: stop once this many seconds have passed and a shard has been written (answers
+            still being decoded are dropped); the index is then closed at the shards written (marked
+            "stopped_early"), so it loads as a complete directory.
         meta: extra facts for the index.
         progress: tqdm bar with tokens/s.
 
@@ -85,39 +85,60 @@ def distill(llm, conversations: Sequence[dict], out_dir: str | os.PathLike, *, m
     index = feature_store.open_index(out, _fingerprint(prompts, max_tokens), n_embd, shard_size, len(prompts),
                                      {"self_distilled": True, "max_tokens": max_tokens, **(meta or {})})
     todo = feature_store.pending_shards(out, index)
-    bar = tqdm(total=len(todo) * shard_size, desc="self-distill", unit="conv", disable=not progress)
-    start, n_tok = time.monotonic(), 0
-    for k, s in enumerate(todo):
-        part = prompts[s * shard_size : (s + 1) * shard_size]
-        results = eng.self_distill(part, max_tokens, n_parallel)
-        feats, tokens, masks, lines = [], [], [], []
-        mix = index["meta"].setdefault("mix", {})
-        for (toks, n_prompt, finished, raw), rec in zip(results, records[s * shard_size : (s + 1) * shard_size]):
-            toks = np.asarray(toks, dtype=np.int32)  # [n]
-            feats.append(np.frombuffer(raw, dtype=np.float32).reshape(len(toks), n_embd).astype(np.float16))  # [n, H]
-            tokens.append(toks)
-            masks.append((np.arange(len(toks)) >= n_prompt).astype(np.uint8))  # [n]
-            answer = [int(t) for t in toks[n_prompt:] if not eng.is_eog(int(t))]
-            messages = [*rec["messages"][:-1], {"role": "assistant", "content": llm.detokenize(answer)}]
-            lines.append(json.dumps({"source": rec["source"], "messages": messages, "regenerated": True,
-                                     "finished": bool(finished)}, ensure_ascii=False))
-            n_tok += len(toks) - n_prompt
-            row = mix.setdefault(rec["source"], {"records": 0, "regenerated": 0, "tokens": 0, "assistant_tokens": 0})
-            for key, value in (("records", 1), ("regenerated", 1), ("tokens", len(toks)), ("assistant_tokens", len(toks) - n_prompt)):
-                row[key] += value
-        feature_store.write_shard(out, index, s, feats, tokens, masks)
-        with open(out / ANSWERS, "a", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        bar.update(len(part))
+    # one native call for every pending prompt: answers arrive in completion order and a shard is
+    # written as soon as all of its conversations are in, so the batch never drains between shards
+    submitted = [i for s in todo for i in range(s * shard_size, min((s + 1) * shard_size, len(prompts)))]
+    waiting = {s: {} for s in todo}  # shard -> {conversation index: answer}
+    bar = tqdm(total=len(submitted), desc="self-distill", unit="conv", disable=not progress)
+    start, n_tok, n_written = time.monotonic(), 0, 0
+    stopped = False
+
+    def on_done(j: int, answer: tuple) -> bool:
+        nonlocal n_tok, n_written, stopped
+        i = submitted[j]
+        s = i // shard_size
+        waiting[s][i] = answer
+        n_tok += len(answer[0]) - answer[1]
+        bar.update(1)
         bar.set_postfix(answer_tok_s=f"{n_tok / max(time.monotonic() - start, 1e-9):.1f}")
-        if time_budget_s is not None and time.monotonic() - start > time_budget_s and k + 1 < len(todo):
-            _close_early(index, time_budget_s)
-            break
+        if len(waiting[s]) == min(shard_size, len(prompts) - s * shard_size):
+            done = waiting.pop(s)
+            _write(llm, out, index, s, [done[i] for i in sorted(done)], [records[i] for i in sorted(done)], n_embd)
+            n_written += 1
+            if time_budget_s is not None and time.monotonic() - start > time_budget_s and waiting:
+                stopped = True
+        return not stopped
+
+    eng.self_distill([prompts[i] for i in submitted], max_tokens, n_parallel, on_done)
     bar.close()
+    if stopped:
+        _close_early(index, time_budget_s)
     elapsed = time.monotonic() - start
     log.info("self-distilled %d answer tokens in %.0f s (%.1f tok/s)", n_tok, elapsed, n_tok / max(elapsed, 1e-9))
     feature_store.add_timing(out, index, "self_distill_s", elapsed)
     return index
+
+
+def _write(llm, out: Path, index: dict, s: int, answers: list[tuple], records: list[dict], n_embd: int) -> None:
+    """Shard s of the answers (engine tuples, in conversation order) and their lines of answers.jsonl."""
+    eng = llm._native_engine()
+    feats, tokens, masks, lines = [], [], [], []
+    mix = index["meta"].setdefault("mix", {})
+    for (toks, n_prompt, finished, raw), rec in zip(answers, records):
+        toks = np.asarray(toks, dtype=np.int32)  # [n]
+        feats.append(np.frombuffer(raw, dtype=np.float32).reshape(len(toks), n_embd).astype(np.float16))  # [n, H]
+        tokens.append(toks)
+        masks.append((np.arange(len(toks)) >= n_prompt).astype(np.uint8))  # [n]
+        answer = [int(t) for t in toks[n_prompt:] if not eng.is_eog(int(t))]
+        messages = [*rec["messages"][:-1], {"role": "assistant", "content": llm.detokenize(answer)}]
+        lines.append(json.dumps({"source": rec["source"], "messages": messages, "regenerated": True,
+                                 "finished": bool(finished)}, ensure_ascii=False))
+        row = mix.setdefault(rec["source"], {"records": 0, "regenerated": 0, "tokens": 0, "assistant_tokens": 0})
+        for key, value in (("records", 1), ("regenerated", 1), ("tokens", len(toks)), ("assistant_tokens", len(toks) - n_prompt)):
+            row[key] += value
+    feature_store.write_shard(out, index, s, feats, tokens, masks)
+    with open(out / ANSWERS, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def _close_early(index: dict, time_budget_s: float) -> None:

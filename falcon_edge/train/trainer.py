@@ -410,6 +410,9 @@ def add_cli(subparsers) -> None:
             s.add_argument("--self-distill-seconds", type=float, default=0.0,
                            help="time for the target's own answers to training prompts (with their features)")
             s.add_argument("--parallel", type=int, default=16, help="sequences decoded together while self-distilling")
+            s.add_argument("--self-distill-max-tokens", type=int, default=256, help="answer length cap while self-distilling")
+            s.add_argument("--self-distill-prompts", type=int, default=4000,
+                           help="training prompts offered to self-distillation (the time budget usually ends it first)")
             s.add_argument("--max-len", type=int, default=640, help="truncate conversations to this many tokens")
             s.add_argument("--n-ctx", type=int, default=2048, help="target context for extraction")
         if name in ("fit", "all"):
@@ -457,7 +460,8 @@ def _cli_train(args: argparse.Namespace) -> int:
 
         llm = EdgeFalcon(target, n_ctx=args.n_ctx)
         prepare(llm, work, data_dir=args.data_dir or data_dir(), token_budget=args.tokens,
-                self_distill_seconds=args.self_distill_seconds, n_parallel=args.parallel, max_len=args.max_len)
+                self_distill_seconds=args.self_distill_seconds, self_distill_prompts=args.self_distill_prompts,
+                self_distill_max_tokens=args.self_distill_max_tokens, n_parallel=args.parallel, max_len=args.max_len)
         llm.close()
     if args.train_stage in ("fit", "all"):
         if args.threads > 0:

@@ -117,23 +117,39 @@ static void bind_engine(nb::module_ & m) {
                  return nb::bytes(reinterpret_cast<const char *>(f.data()), f.size() * sizeof(float));
              }, "tokens"_a, "post-norm hidden states as float32 bytes [n_tokens * n_embd]")
         .def("self_distill", [](fe::engine & e, const std::vector<std::vector<llama_token>> & prompts, int32_t max_tokens,
-                                int32_t n_parallel) {
+                                int32_t n_parallel, nb::object on_done) {
                  fe::self_distill_params p;
                  p.max_tokens = max_tokens;
                  p.n_parallel = n_parallel;
-                 std::vector<fe::distilled_sequence> seqs;
+                 nb::list out;
+                 auto as_tuple = [](const fe::distilled_sequence & s) {
+                     return nb::make_tuple(s.tokens, s.n_prompt, s.finished,
+                                           nb::bytes(reinterpret_cast<const char *>(s.features.data()), s.features.size() * sizeof(float)));
+                 };
+                 std::vector<nb::object> collected(on_done.is_none() ? prompts.size() : 0);
+                 fe::distilled_callback cb = [&](int32_t i, fe::distilled_sequence && s) {
+                     nb::gil_scoped_acquire gil;
+                     if (on_done.is_none()) {
+                         collected[i] = as_tuple(s);
+                         return true;
+                     }
+                     return nb::cast<bool>(on_done(i, as_tuple(s)));
+                 };
                  {
                      nb::gil_scoped_release nogil;
-                     seqs = e.self_distill(prompts, p);
+                     e.self_distill(prompts, p, cb);
                  }
-                 nb::list out;
-                 for (const auto & s : seqs) {
-                     out.append(nb::make_tuple(s.tokens, s.n_prompt, s.finished,
-                                               nb::bytes(reinterpret_cast<const char *>(s.features.data()), s.features.size() * sizeof(float))));
+                 if (!on_done.is_none()) {
+                     return nb::object(nb::none());
                  }
-                 return out;
-             }, "prompts"_a, "max_tokens"_a, "n_parallel"_a,
-             "greedy answers with features: a list of (tokens, n_prompt, finished, float32 bytes [n_tokens * n_embd])")
+                 for (auto & o : collected) {
+                     out.append(o);
+                 }
+                 return nb::object(out);
+             }, "prompts"_a, "max_tokens"_a, "n_parallel"_a, "on_done"_a = nb::none(),
+             "greedy answers with features, each as (tokens, n_prompt, finished, float32 bytes [n_tokens * n_embd]): "
+             "with on_done, on_done(i_prompt, answer) -> bool is called as each finishes (False stops) and None is "
+             "returned; without, the list of all answers in prompt order")
         .def("prefill_only", &fe::engine::prefill_only, "tokens"_a, nb::call_guard<nb::gil_scoped_release>())
         .def("tree_logits", [](fe::engine & e, const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {
                  std::vector<float> l;

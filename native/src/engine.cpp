@@ -256,13 +256,13 @@ void engine::prefill_only(const std::vector<llama_token> & tokens) { evaluate(to
 
 std::vector<float> engine::features(const std::vector<llama_token> & tokens) { return evaluate(tokens, true); }
 
-std::vector<distilled_sequence> engine::self_distill(const std::vector<std::vector<llama_token>> & prompts,
-                                                     const self_distill_params & params) {
+void engine::self_distill(const std::vector<std::vector<llama_token>> & prompts, const self_distill_params & params,
+                          const distilled_callback & on_done) {
     std::lock_guard<std::mutex> lock(mutex_);
     cancel_ = false;
     self_distill_params p = params;
     p.n_threads = p.n_threads > 0 ? p.n_threads : params_.n_threads;
-    return fe::self_distill(model_, prompts, p, cancel_);
+    fe::self_distill(model_, prompts, p, cancel_, on_done);
 }
 
 std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {

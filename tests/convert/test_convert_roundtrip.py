@@ -32,11 +32,12 @@ def tensors_of(path) -> dict:
     return {t.name: t for t in gguf.GGUFReader(path).tensors}
 
 
-def outputs_agree(a, b, atol: float) -> None:
-    """Two drafters give the same context outputs on a fixed random context."""
+def outputs_agree(a, b, rel: float) -> None:
+    """Two drafters give the same context outputs on a fixed random context: |out_a - out_b| <= rel * |out_b|."""
     generator = torch.Generator().manual_seed(5)
     feats, tokens = torch.randn(6, 64, generator=generator), torch.randint(0, 320, (6,), generator=generator)
-    torch.testing.assert_close(reference_context_outputs(a, feats, tokens), reference_context_outputs(b, feats, tokens), rtol=0, atol=atol)
+    out_a, out_b = reference_context_outputs(a, feats, tokens), reference_context_outputs(b, feats, tokens)  # [6, 64]
+    assert float(torch.linalg.norm(out_a - out_b)) <= rel * float(torch.linalg.norm(out_b))
 
 
 @pytest.mark.parametrize(("outtype", "qtype"), [("f32", Q.F32), ("f16", Q.F16), ("q8_0", Q.Q8_0)])
@@ -88,7 +89,9 @@ def test_every_key_shape_and_value_round_trips(tmp_path, tiny_target, tiny_meta,
             assert (np.abs(got - want).reshape(-1, 32) <= step[:, None] * 0.57).all()
     config, tensors = read_drafter_gguf(out)
     assert config == c
-    outputs_agree(load_drafter(out, tiny_target.path), model, atol={Q.F32: 0.0, Q.F16: 2e-3, Q.Q8_0: 3e-2}[qtype])
+    # relative output error over 12 seeds of this drafter: F16 <= 1.0e-3, Q8_0 <= 2.5e-2 (weight rounding of
+    # ~0.4% of each block's amax, grown through LSTM gates, attention and MLP); the bounds leave 2-3x margin
+    outputs_agree(load_drafter(out, tiny_target.path), model, rel={Q.F32: 0.0, Q.F16: 3e-3, Q.Q8_0: 5e-2}[qtype])
 
 
 def test_q4_0_falls_back_to_f16_for_rows_not_a_multiple_of_32(tmp_path, tiny_target, tiny_meta, caplog):
@@ -99,7 +102,8 @@ def test_q4_0_falls_back_to_f16_for_rows_not_a_multiple_of_32(tmp_path, tiny_tar
     assert stored["blk.0.ffn_gate.weight"].tensor_type == Q.Q4_0
     assert stored["blk.0.ffn_down.weight"].tensor_type == Q.F16
     assert "blk.0.ffn_down.weight: row length 48 is not a multiple of 32, stored as F16 instead of Q4_0" in caplog.text
-    outputs_agree(load_drafter(out, tiny_target.path), model, atol=0.5)
+    # Q4_0 keeps 16 levels per block: relative output error up to 0.33 over 12 seeds of this drafter
+    outputs_agree(load_drafter(out, tiny_target.path), model, rel=0.6)
 
 
 def test_wrong_target_width_is_refused(tmp_path, tiny_target, tiny_meta):
@@ -134,7 +138,7 @@ def test_falcon_layout_state_dict_converts(tmp_path, tiny_target, tiny_meta):
     out = run(tmp_path / "falcon.pt", tiny_target.path, tmp_path / "d.gguf", outtype="f32", progress=False)
     config, _ = read_drafter_gguf(out)
     assert config == model.config
-    outputs_agree(load_drafter(out, tiny_target.path), model, atol=1e-5)
+    outputs_agree(load_drafter(out, tiny_target.path), model, rel=1e-5)
 
 
 def test_eagle1_layout_state_dict_converts(tmp_path, tiny_target, tiny_meta):
@@ -144,7 +148,7 @@ def test_eagle1_layout_state_dict_converts(tmp_path, tiny_target, tiny_meta):
     out = run(bare, tiny_target.path, tmp_path / "d.gguf", outtype="f32", block_size=3, fusion="linear", progress=False)
     config, _ = read_drafter_gguf(out)
     assert config == model.config
-    outputs_agree(load_drafter(out, tiny_target.path), model, atol=1e-5)
+    outputs_agree(load_drafter(out, tiny_target.path), model, rel=1e-5)
 
 
 @pytest.mark.parametrize(

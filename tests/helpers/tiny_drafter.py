@@ -22,7 +22,11 @@ def make_tiny_drafter(target, meta: dict, *, seed: int = 0, d2t=None, **override
     """
     generator = torch.Generator().manual_seed(seed)
     config = DrafterConfig.for_target(meta, **{"n_ff": 96, "n_layer": 2, **overrides})
-    model = FalconDrafter(config, target.embed, target.lm_head, d2t=d2t)
+    # the modules' own initialisation draws from the global generator: seed it too, without
+    # disturbing the caller's stream
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = FalconDrafter(config, target.embed, target.lm_head, d2t=d2t)
     with torch.no_grad():
         for p in model.parameters():
             # norms move away from 1 so a misplaced norm weight shows in the outputs

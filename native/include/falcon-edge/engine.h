@@ -79,9 +79,10 @@ public:
     // LM-head input) at every position [n_tokens * n_embd]; the cache then holds `tokens`
     std::vector<float> features(const std::vector<llama_token> & tokens);
     // the target's greedy answers to `prompts` with the features of every token, decoded in
-    // parallel in a context of its own (the cache of generate() is untouched); cancel() stops it
-    std::vector<distilled_sequence> self_distill(const std::vector<std::vector<llama_token>> & prompts,
-                                                 const self_distill_params & params);
+    // parallel in a context of its own (the cache of generate() is untouched), each handed to
+    // `on_done` as it finishes (self-distill.h); cancel() stops it
+    void self_distill(const std::vector<std::vector<llama_token>> & prompts, const self_distill_params & params,
+                      const distilled_callback & on_done);
 
     // ---- probes for tests (exactness of tree verification and of the KV cache) ----
     // clears the cache and evaluates `tokens` into seq 0 (no logits kept)
