@@ -78,7 +78,9 @@ class SpecConfig:
             this device and the drafter's running acceptance, falling back to plain decoding where drafting loses.
         depth_max: deepest drafted token.
         ngram_min, ngram_max: suffix lengths the n-gram proposer matches.
-        ngram_branches: distinct continuations the n-gram proposer offers as branches.
+        ngram_branches: distinct continuations the n-gram proposer offers as branches. In mode ``"falcon"``
+            they are merged into the drafter's tree every cycle (lookup is free; verification keeps what pays);
+            0 there drafts with the drafter alone.
         top_k_draft: candidates kept per drafted position (Falcon).
         n_passes: drafter passes per drafting phase, the context pass included (Falcon).
         preset_parent, preset_rank: a fixed tree shape instead of the dynamic tree (falcon_edge.trees; empty:
@@ -104,8 +106,8 @@ class SpecConfig:
                f"depth_max must be an int in [1, 64], got {self.depth_max!r}")
         _check(isinstance(self.ngram_min, int) and isinstance(self.ngram_max, int) and 1 <= self.ngram_min <= self.ngram_max,
                f"ngram_min and ngram_max must satisfy 1 <= ngram_min <= ngram_max, got {self.ngram_min!r} and {self.ngram_max!r}")
-        _check(isinstance(self.ngram_branches, int) and self.ngram_branches >= 1,
-               f"ngram_branches must be an int >= 1, got {self.ngram_branches!r}")
+        _check(isinstance(self.ngram_branches, int) and self.ngram_branches >= (1 if self.mode == "ngram" else 0),
+               f"ngram_branches must be an int >= 1 (>= 0 unless mode is 'ngram'), got {self.ngram_branches!r}")
         _check(isinstance(self.top_k_draft, int) and 1 <= self.top_k_draft <= 64,
                f"top_k_draft must be an int in [1, 64], got {self.top_k_draft!r}")
         _check(isinstance(self.n_passes, int) and 1 <= self.n_passes <= 16,

@@ -21,7 +21,7 @@ from .models import cache_dir
 log = logging.getLogger("falcon_edge")
 
 N_MAX = 16  # largest tree measured: beyond it no CPU-class device gains (peers-and-limits.md §2)
-N_REPS = 3
+N_REPS = 5
 N_DEPTH = 128  # context before the probes, as in a short chat
 
 

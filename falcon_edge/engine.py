@@ -33,6 +33,8 @@ def _spec_stats(mode: str, st: _native.GenStats) -> SpecStats:
         n_cycles=st.n_cycles,
         n_drafted=st.n_drafted,
         n_accepted=st.n_accepted,
+        n_drafted_ngram=st.n_drafted_ngram,
+        n_accepted_ngram=st.n_accepted_ngram,
         n_draft_passes=st.n_draft_passes,
         n_nodes_max=st.n_nodes_max,
         t_prefill_s=st.t_prefill_us / 1e6,
@@ -120,8 +122,9 @@ class EdgeFalcon:
                 raise ValueError(f"a tree preset needs a Falcon drafter, got drafter {drafter!r} (mode {self.mode})")
             if preset.n_nodes + 1 > n_batch:
                 raise ValueError(f"tree preset {preset.name} has {preset.n_nodes + 1} nodes with the root but n_batch is {n_batch}")
+            # the preset alone, as published: no n-gram branches merged in
             self.spec = dataclasses.replace(self.spec, n_nodes_max=preset.n_nodes + 1, depth_max=preset.depth,
-                                            preset_parent=preset.parent, preset_rank=preset.rank)
+                                            preset_parent=preset.parent, preset_rank=preset.rank, ngram_branches=0)
         if verify_cost is not None:
             if not verify_cost or any(not c > 0 for c in verify_cost):
                 raise ValueError(f"verify_cost must be a non-empty list of positive costs, got {verify_cost!r}")

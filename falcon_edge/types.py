@@ -17,6 +17,8 @@ class SpecStats:
         n_cycles: target forward passes after the prefill (one per verification).
         n_drafted: draft tokens offered for verification (tree nodes below the roots).
         n_accepted: draft tokens accepted.
+        n_drafted_ngram, n_accepted_ngram: the part of n_drafted and n_accepted offered by n-gram lookup (in mode
+            ``"falcon"`` its branches are merged into the drafter's tree).
         n_draft_passes: drafter forward passes.
         n_nodes_max: largest tree verified in one pass, root included (1 = plain decoding).
         t_prefill_s, t_draft_s, t_verify_s, t_sample_s, t_total_s: seconds spent prefilling, drafting, in the
@@ -30,6 +32,8 @@ class SpecStats:
     n_cycles: int
     n_drafted: int
     n_accepted: int
+    n_drafted_ngram: int
+    n_accepted_ngram: int
     n_draft_passes: int
     n_nodes_max: int
     t_prefill_s: float

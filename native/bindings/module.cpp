@@ -62,6 +62,8 @@ static void bind_params(nb::module_ & m) {
         .def_ro("n_cycles", &fe::gen_stats::n_cycles)
         .def_ro("n_drafted", &fe::gen_stats::n_drafted)
         .def_ro("n_accepted", &fe::gen_stats::n_accepted)
+        .def_ro("n_drafted_ngram", &fe::gen_stats::n_drafted_ngram)
+        .def_ro("n_accepted_ngram", &fe::gen_stats::n_accepted_ngram)
         .def_ro("n_draft_passes", &fe::gen_stats::n_draft_passes)
         .def_ro("t_prefill_us", &fe::gen_stats::t_prefill_us)
         .def_ro("t_draft_us", &fe::gen_stats::t_draft_us)

@@ -1,4 +1,4 @@
-// Tree budget from the measured verify-cost curve and running acceptance calibration.
+// Tree budget from the measured verify-cost curve and calibrated node values.
 #include "falcon-edge/cost-model.h"
 
 #include <algorithm>
@@ -10,11 +10,6 @@ static constexpr int32_t N_PROBE_EVERY = 16;   // cycles between probes while dr
 static constexpr double  MIN_GAIN      = 0.02; // expected speed-up below which drafting stops (2%)
 static constexpr double  GAIN_DECAY    = 0.5;  // weight of the past in the running gain
 
-double cost_model::calibration() const {
-    // shrinks toward 1 while little has been observed
-    return (sum_accepted_ + 2.0) / (sum_predicted_ + 2.0);
-}
-
 int32_t cost_model::draft_budget(int32_t n_nodes_max) const {
     if (curve_.empty()) {
         return n_nodes_max;
@@ -22,38 +17,54 @@ int32_t cost_model::draft_budget(int32_t n_nodes_max) const {
     return std::min(n_nodes_max, n_max());
 }
 
-double cost_model::expected_speed(const std::vector<float> & sorted_values, int32_t n, double d) const {
+double cost_model::best_speed(const std::vector<float> & values, double d, int32_t & best_n) const {
+    best_n = 1;
+    double best = 1.0 / (1.0 + d);
     double acc = 0.0;
-    for (int32_t i = 0; i < n - 1 && i < (int32_t) sorted_values.size(); ++i) {
-        acc += sorted_values[i];
-    }
-    return (1.0 + calibration() * acc) / (curve_[n - 1] + d);
-}
-
-int32_t cost_model::choose(const tree & t, double d) {
-    if (curve_.empty()) {
-        return t.size();
-    }
-    std::vector<float> values(t.value.begin() + 1, t.value.end());
-    std::sort(values.begin(), values.end(), std::greater<float>());
-    // the size is chosen with this cycle's drafting cost already paid; whether drafting pays at all
-    // (the running gain) counts it
-    int32_t best_n = 1;
-    double best = 1.0;      // plain decoding: one token per target step
-    double best_paid = 1.0; // the same comparison with the drafting cost included
-    for (int32_t n = 2; n <= std::min(t.size(), n_max()); ++n) {
-        const double s = expected_speed(values, n, 0.0);
+    for (int32_t n = 2; n <= std::min((int32_t) values.size() + 1, n_max()); ++n) {
+        acc += values[n - 2];
+        const double s = (1.0 + acc) / (curve_[n - 1] + d);
         if (s > best) {
             best = s;
             best_n = n;
         }
-        best_paid = std::max(best_paid, expected_speed(values, n, d));
     }
-    gain_ = GAIN_DECAY * gain_ + (1.0 - GAIN_DECAY) * (best_paid - 1.0);
+    return best;
+}
+
+static std::vector<float> sorted_values(const tree & t, uint8_t excluded) {
+    std::vector<float> values;
+    for (int32_t u = 1; u < t.size(); ++u) {
+        if (t.origin[u] != excluded) {
+            values.push_back(t.value[u]);
+        }
+    }
+    std::sort(values.begin(), values.end(), std::greater<float>());
+    return values;
+}
+
+int32_t cost_model::choose(const tree & t) const {
+    if (curve_.empty()) {
+        return t.size();
+    }
+    int32_t best_n = 1;
+    best_speed(sorted_values(t, ORIGIN_ROOT), 0.0, best_n);
     return best_n;
 }
 
-bool cost_model::worth_drafting(double d) {
+void cost_model::record_gain(const tree & t, uint8_t costly, double d) {
+    if (curve_.empty()) {
+        return;
+    }
+    int32_t n = 1;
+    // "without" keeps the other proposers' nodes even where they hang below a costly node (an
+    // n-gram chain merged into a more valuable drafter node): the gain is then underestimated
+    const double with    = best_speed(sorted_values(t, ORIGIN_ROOT), d, n);
+    const double without = best_speed(sorted_values(t, costly), 0.0, n);
+    gain_ = GAIN_DECAY * gain_ + (1.0 - GAIN_DECAY) * (with / without - 1.0);
+}
+
+bool cost_model::worth_drafting() {
     if (gain_ > MIN_GAIN || curve_.empty()) {
         return true;
     }
@@ -62,11 +73,6 @@ bool cost_model::worth_drafting(double d) {
         return true;
     }
     return false;
-}
-
-void cost_model::observe(double predicted, int32_t accepted) {
-    sum_predicted_ += predicted;
-    sum_accepted_  += accepted;
 }
 
 } // namespace fe

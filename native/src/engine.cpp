@@ -195,29 +195,45 @@ std::vector<double> engine::measure_verify_cost(int32_t n_max, int32_t n_reps, i
         bo.b.n_tokens = cnt;
         check_decode(llama_decode(ctx_, bo.b), "cost-curve context");
     }
+    // each size is timed right after a one-node probe and its cost taken as the median of these
+    // paired ratios: load from other processes and clock changes slow both runs of a pair alike
+    auto time_decode = [&](int32_t n) {
+        batch_owner bo(n, 1);
+        for (int32_t i = 0; i < n; ++i) {
+            bo.b.token[i] = filler[i % n_depth];
+            bo.b.pos[i] = n_depth + i;
+            bo.b.n_seq_id[i] = 1;
+            bo.b.seq_id[i][0] = 0;
+            bo.b.logits[i] = 1; // verification needs every node's logits
+        }
+        bo.b.n_tokens = n;
+        const double t0 = now_us();
+        check_decode(llama_decode(ctx_, bo.b), "cost-curve probe");
+        llama_synchronize(ctx_);
+        const double dt = now_us() - t0;
+        llama_memory_seq_rm(mem, 0, n_depth, -1);
+        return dt;
+    };
+    for (int32_t n = 1; n <= n_max; ++n) {
+        time_decode(n); // warms up this shape
+    }
+    std::vector<double> t_one;
+    std::vector<std::vector<double>> ratio(n_max);
+    for (int32_t rep = 0; rep < n_reps; ++rep) {
+        for (int32_t n = 1; n <= n_max; ++n) {
+            const double t1 = time_decode(1);
+            t_one.push_back(t1);
+            ratio[n - 1].push_back(n == 1 ? 1.0 : time_decode(n) / t1);
+        }
+    }
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    const double t1 = median(t_one);
     std::vector<double> out(n_max);
     for (int32_t n = 1; n <= n_max; ++n) {
-        std::vector<double> times;
-        for (int32_t rep = 0; rep <= n_reps; ++rep) { // rep 0 warms up this shape
-            batch_owner bo(n, 1);
-            for (int32_t i = 0; i < n; ++i) {
-                bo.b.token[i] = filler[i % n_depth];
-                bo.b.pos[i] = n_depth + i;
-                bo.b.n_seq_id[i] = 1;
-                bo.b.seq_id[i][0] = 0;
-                bo.b.logits[i] = 1; // verification needs every node's logits
-            }
-            bo.b.n_tokens = n;
-            const double t0 = now_us();
-            check_decode(llama_decode(ctx_, bo.b), "cost-curve probe");
-            llama_synchronize(ctx_);
-            if (rep > 0) {
-                times.push_back(now_us() - t0);
-            }
-            llama_memory_seq_rm(mem, 0, n_depth, -1);
-        }
-        std::sort(times.begin(), times.end());
-        out[n - 1] = times[times.size() / 2];
+        out[n - 1] = t1 * median(ratio[n - 1]);
     }
     llama_memory_clear(mem, true);
     return out;
@@ -281,6 +297,8 @@ std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, 
         t.parent.push_back(parents[i]);
         t.depth.push_back(t.depth[parents[i]] + 1);
         t.value.push_back(1.0f);
+        t.origin.push_back(ORIGIN_DRAFTER);
+        t.bucket.push_back(-1);
         t.q_row.push_back(-1);
     }
     const int32_t n_past = (int32_t) tokens_.size();
@@ -417,16 +435,21 @@ static void validate(const std::vector<llama_token> & prompt, const generate_par
 gen_result engine::generate(const std::vector<llama_token> & prompt, const generate_params & gp, const chunk_callback & cb) {
     std::lock_guard<std::mutex> lock(mutex_);
     validate(prompt, gp, n_vocab(), n_ctx());
-    proposer * prop = nullptr;
+    // the drafter (costly, gated by the cost model) and n-gram lookup (free, every cycle), merged
+    // into one tree in falcon mode unless ngram_branches is 0
+    proposer * dft = nullptr;
+    proposer * ngram = nullptr;
     if (gp.spec.mode != "plain") {
-        prop = proposer_for(gp.spec.mode);
+        proposer * prop = proposer_for(gp.spec.mode);
         if (prop == nullptr) {
             throw std::invalid_argument(format("speculation mode '%s' is not available (plain, ngram%s)", gp.spec.mode.c_str(),
                                                proposer_for("falcon") != nullptr ? ", falcon" : ""));
         }
+        dft = gp.spec.mode == "ngram" ? nullptr : prop;
+        ngram = gp.spec.mode == "ngram" || gp.spec.ngram_branches > 0 ? proposer_for("ngram") : nullptr;
     }
     cancel_ = false;
-    const bool need_feat = prop != nullptr && prop->needs_features();
+    const bool need_feat = dft != nullptr && dft->needs_features();
     const bool greedy = gp.sampling.temperature <= 0.0f;
     const int32_t n_embd_tgt = n_embd();
     gen_result res;
@@ -444,7 +467,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     }
     for (auto & entry : proposers_) {
         const int32_t kept = entry.second->reset(n_keep);
-        if (entry.second.get() == prop) {
+        if (entry.second.get() == dft) {
             n_keep = std::min(n_keep, kept);
         }
     }
@@ -462,7 +485,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     tokens_ = prompt;
     st.t_prefill_us = now_us() - t_start;
 
-    const int32_t n_passes0 = prop != nullptr ? prop->n_passes() : 0;
+    const int32_t n_passes0 = dft != nullptr ? dft->n_passes() : 0;
     rng r(gp.sampling.seed);
     std::vector<llama_token> history = prompt; // every token so far, the root included
     const float * logits_last = llama_get_logits_ith(ctx_, -1);
@@ -477,7 +500,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     if (need_feat) {
         std::vector<llama_token> next(prompt.begin() + n_keep + 1, prompt.end());
         next.push_back(id);
-        prop->accept(feats.data(), next.data(), (int32_t) next.size());
+        dft->accept(feats.data(), next.data(), (int32_t) next.size());
     }
 
     text_emitter em{gp.stop, {}, 0};
@@ -516,7 +539,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     };
     emit({id});
 
-    double t_draft_ema = 0.0;  // drafting time per drafting cycle
+    double t_draft_ema = 0.0;  // drafting time of a cycle in which the drafter ran
     double t_unit_ema  = 0.0;  // one target token's verification time
     tree t;
     tree_batch tb;
@@ -533,13 +556,23 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         const bool auto_budget = gp.spec.n_nodes_max == 0;
         int32_t n_nodes_max = auto_budget ? cost_.draft_budget(16) : gp.spec.n_nodes_max;
         n_nodes_max = std::min({n_nodes_max, params_.n_batch, n_ctx() - n_past - 1});
-        const double d = t_unit_ema > 0.0 ? t_draft_ema / t_unit_ema : 0.0;
-        if (prop != nullptr && n_nodes_max > 1 && (!auto_budget || cost_.worth_drafting(d))) {
-            prop->draft(history, n_nodes_max, gp.spec, gp.sampling, r, t);
-            tree_prune(t, auto_budget ? cost_.choose(t, d) : n_nodes_max);
+        if (n_nodes_max > 1 && (dft != nullptr || ngram != nullptr)) {
+            const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting());
+            if (drafted) {
+                dft->draft(history, n_nodes_max, gp.spec, gp.sampling, r, t);
+            }
+            if (ngram != nullptr) {
+                ngram->draft(history, n_nodes_max, gp.spec, gp.sampling, r, t);
+            }
+            if (auto_budget && drafted) {
+                cost_.record_gain(t, ORIGIN_DRAFTER, t_unit_ema > 0.0 ? t_draft_ema / t_unit_ema : 0.0);
+            }
+            tree_prune(t, auto_budget ? cost_.choose(t) : n_nodes_max);
             const double t_draft = now_us() - t0;
             st.t_draft_us += t_draft;
-            t_draft_ema = t_draft_ema > 0.0 ? 0.9 * t_draft_ema + 0.1 * t_draft : t_draft;
+            if (drafted) {
+                t_draft_ema = t_draft_ema > 0.0 ? 0.9 * t_draft_ema + 0.1 * t_draft : t_draft;
+            }
         }
         st.n_nodes_max = std::max(st.n_nodes_max, t.size());
 
@@ -560,10 +593,18 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         // ---- accept, commit, feed the proposer ----
         const double t2 = now_us();
         const walk_result walk = verify_tree(ctx_, t, tb, gp.sampling, history, r);
-        if (t.size() > 1) {
-            cost_.observe(tree_expected_accept(t), walk.n_accepted);
-        }
         const std::vector<int32_t> path = tree_path(t, walk.node);
+        for (proposer * p : {dft, ngram}) {
+            if (p != nullptr && t.size() > 1) {
+                p->observe(t, path);
+            }
+        }
+        for (int32_t u = 1; u < t.size(); ++u) {
+            st.n_drafted_ngram += t.origin[u] == ORIGIN_NGRAM;
+        }
+        for (size_t i = 1; i < path.size(); ++i) {
+            st.n_accepted_ngram += t.origin[path[i]] == ORIGIN_NGRAM;
+        }
         if (need_feat) {
             path_feats.resize(path.size() * (size_t) n_embd_tgt);
             for (size_t i = 0; i < path.size(); ++i) {
@@ -583,7 +624,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         new_tokens.push_back(walk.next);
         history.push_back(walk.next);
         if (need_feat) {
-            prop->accept(path_feats.data(), new_tokens.data(), (int32_t) new_tokens.size());
+            dft->accept(path_feats.data(), new_tokens.data(), (int32_t) new_tokens.size());
         }
         id = walk.next;
         st.n_cycles += 1;
@@ -592,8 +633,8 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         st.t_sample_us += now_us() - t2;
         emit(new_tokens);
     }
-    if (prop != nullptr) {
-        st.n_draft_passes = prop->n_passes() - n_passes0;
+    if (dft != nullptr) {
+        st.n_draft_passes = dft->n_passes() - n_passes0;
     }
     res.text = em.text;
     st.n_generated = (int32_t) res.tokens.size();

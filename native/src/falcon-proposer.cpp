@@ -6,6 +6,26 @@
 
 namespace fe {
 
+// acceptance keys: drafter probability bin x depth 1 .. 4+
+static constexpr float   PROB_EDGES[] = {0.02f, 0.05f, 0.1f, 0.2f, 0.3f, 0.45f, 0.6f, 0.8f}; // bin upper edges but the last
+static constexpr int32_t N_PROB_KEYS  = (int32_t) (sizeof(PROB_EDGES) / sizeof(PROB_EDGES[0])) + 1;
+static constexpr int32_t N_DEPTH_KEYS = 4;
+
+static int32_t drafter_key(float prob, int32_t depth) {
+    int32_t bin = 0;
+    while (bin < N_PROB_KEYS - 1 && prob >= PROB_EDGES[bin]) {
+        ++bin;
+    }
+    return (std::min(depth, N_DEPTH_KEYS) - 1) * N_PROB_KEYS + bin;
+}
+
+falcon_proposer::falcon_proposer(std::unique_ptr<drafter> dft)
+    : dft_(std::move(dft)), stats_(N_PROB_KEYS * N_DEPTH_KEYS) {}
+
+void falcon_proposer::observe(const tree & t, const std::vector<int32_t> & path) {
+    stats_.observe(t, path, ORIGIN_DRAFTER);
+}
+
 int32_t falcon_proposer::reset(int32_t n_keep) {
     const int32_t kept = std::min(n_keep, dft_->n_pairs());
     dft_->truncate(kept);
@@ -75,7 +95,9 @@ void falcon_proposer::add_block(tree & t, int32_t node, int32_t shape, int32_t b
                 }
                 const auto & cand = rows[j][rank];
                 const llama_token id = dft_->draft_to_target(cand.first);
-                deeper.push_back({tree_add(t, u, id, t.value[u] * cand.second), child});
+                const int32_t key = drafter_key(cand.second, t.depth[u] + 1);
+                const float value = t.value[u] * stats_.rate(key, cand.second);
+                deeper.push_back({tree_add(t, u, id, value, ORIGIN_DRAFTER, key), child});
             }
         }
         level = std::move(deeper);

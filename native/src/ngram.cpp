@@ -2,13 +2,27 @@
 #include "falcon-edge/ngram.h"
 
 #include <algorithm>
-#include <cmath>
 
 namespace fe {
 
-std::vector<std::vector<llama_token>> ngram_continuations(const std::vector<llama_token> & tokens, int32_t n_min,
-                                                          int32_t n_max, int32_t n_branches, int32_t depth) {
-    std::vector<std::vector<llama_token>> out;
+// acceptance keys: matched length 1, 2, 3, 4+ x first / later branch x depth 1 .. 8+
+static constexpr int32_t N_MATCH_KEYS = 4;
+static constexpr int32_t N_DEPTH_KEYS = 8;
+// before any observation a continuation token is trusted as much as a coin flip
+static constexpr float PRIOR_RATE = 0.5f;
+
+static int32_t ngram_key(int32_t n_match, int32_t branch, int32_t depth) {
+    const int32_t m = std::min(n_match, N_MATCH_KEYS) - 1;
+    const int32_t b = branch > 0 ? 1 : 0;
+    const int32_t d = std::min(depth, N_DEPTH_KEYS) - 1;
+    return (m * 2 + b) * N_DEPTH_KEYS + d;
+}
+
+ngram_proposer::ngram_proposer() : stats_(N_MATCH_KEYS * 2 * N_DEPTH_KEYS) {}
+
+std::vector<ngram_continuation> ngram_continuations(const std::vector<llama_token> & tokens, int32_t n_min,
+                                                    int32_t n_max, int32_t n_branches, int32_t depth) {
+    std::vector<ngram_continuation> out;
     const int32_t len = (int32_t) tokens.size();
     for (int32_t n = std::min(n_max, len - 1); n >= std::max(n_min, 1) && out.empty(); --n) {
         const llama_token * suffix = tokens.data() + len - n;
@@ -19,9 +33,9 @@ std::vector<std::vector<llama_token>> ngram_continuations(const std::vector<llam
             const int32_t start = i + n;
             const int32_t stop  = std::min(start + depth, len);
             const llama_token first = tokens[start];
-            const bool seen = std::any_of(out.begin(), out.end(), [&](const auto & c) { return c[0] == first; });
+            const bool seen = std::any_of(out.begin(), out.end(), [&](const auto & c) { return c.tokens[0] == first; });
             if (!seen) {
-                out.emplace_back(tokens.begin() + start, tokens.begin() + stop);
+                out.push_back({n, std::vector<llama_token>(tokens.begin() + start, tokens.begin() + stop)});
             }
         }
     }
@@ -31,19 +45,23 @@ std::vector<std::vector<llama_token>> ngram_continuations(const std::vector<llam
 void ngram_proposer::draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,
                            const sampling_params & smp, rng & r, tree & out) {
     const auto conts = ngram_continuations(tokens, sp.ngram_min, sp.ngram_max, sp.ngram_branches, sp.depth_max);
-    // the most recent continuation is the most likely; later branches are discounted
     for (size_t b = 0; b < conts.size(); ++b) {
         int32_t node = 0;
         float value = 1.0f;
-        const float acc = 0.6f / (float) (b + 1);
-        for (llama_token id : conts[b]) {
+        for (size_t j = 0; j < conts[b].tokens.size(); ++j) {
+            const llama_token id = conts[b].tokens[j];
             if (out.size() >= n_nodes_max && tree_child(out, node, id) < 0) {
                 break;
             }
-            value *= acc;
-            node = tree_add(out, node, id, value);
+            const int32_t key = ngram_key(conts[b].n_match, (int32_t) b, out.depth[node] + 1);
+            value *= stats_.rate(key, PRIOR_RATE);
+            node = tree_add(out, node, id, value, ORIGIN_NGRAM, key);
         }
     }
+}
+
+void ngram_proposer::observe(const tree & t, const std::vector<int32_t> & path) {
+    stats_.observe(t, path, ORIGIN_NGRAM);
 }
 
 } // namespace fe

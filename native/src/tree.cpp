@@ -10,6 +10,8 @@ void tree_init(tree & t, llama_token root) {
     t.parent = {-1};
     t.depth  = {0};
     t.value  = {1.0f};
+    t.origin = {ORIGIN_ROOT};
+    t.bucket = {-1};
     t.q_row  = {-1};
     t.q_rows.clear();
 }
@@ -23,17 +25,24 @@ int32_t tree_child(const tree & t, int32_t node, llama_token token) {
     return -1;
 }
 
-int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, int32_t q_row) {
+int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, uint8_t origin, int32_t bucket, int32_t q_row) {
+    value = std::min(value, t.value[parent]);
     const int32_t existing = tree_child(t, parent, token);
     if (existing >= 0) {
-        t.value[existing] = std::max(t.value[existing], value);
+        if (value > t.value[existing]) {
+            t.value[existing]  = value;
+            t.origin[existing] = origin;
+            t.bucket[existing] = bucket;
+        }
         return existing;
     }
     t.token.push_back(token);
     t.parent.push_back(parent);
     t.depth.push_back(t.depth[parent] + 1);
     t.q_row.push_back(q_row);
-    t.value.push_back(std::min(value, t.value[parent]));
+    t.value.push_back(value);
+    t.origin.push_back(origin);
+    t.bucket.push_back(bucket);
     return t.size() - 1;
 }
 
@@ -65,17 +74,11 @@ void tree_prune(tree & t, int32_t n_keep) {
         out.parent.push_back(i == 0 ? -1 : new_index[t.parent[i]]);
         out.depth.push_back(t.depth[i]);
         out.value.push_back(t.value[i]);
+        out.origin.push_back(t.origin[i]);
+        out.bucket.push_back(t.bucket[i]);
         out.q_row.push_back(t.q_row[i]);
     }
     t = std::move(out);
-}
-
-double tree_expected_accept(const tree & t) {
-    double sum = 0.0;
-    for (int32_t i = 1; i < t.size(); ++i) {
-        sum += t.value[i];
-    }
-    return sum;
 }
 
 std::vector<std::vector<int32_t>> tree_children(const tree & t) {

@@ -2,13 +2,14 @@
 // is measured on the running device (engine::measure_verify_cost, cached per model/device/threads
 // by Python); the tree budget is the N that maximizes expected tokens per unit of time:
 //
-//     speed(N) = (1 + s * E[accepted | N]) / (c(N) + d)      speed(1) = 1 (plain decoding)
+//     speed(N) = (1 + E[accepted | N]) / (c(N) + d)      speed(1) = 1 (plain decoding)
 //
-// with E[accepted | N] the sum of the N-1 best node values of the drafted tree, s a running
-// calibration of those values against what verification actually accepted, and d the measured
-// drafting cost per cycle relative to one target token. A drafted tree is cut to its best N with d
-// already paid (d = 0); whether to draft at all follows the running gain of speed(N) with d counted,
-// and while it stays under 2% the engine decodes plainly and drafts only every 16th step to re-check.
+// with E[accepted | N] the sum of the N-1 best node values of the drafted tree (calibrated
+// acceptance probabilities: acceptance.h) and d the drafting cost of the cycle relative to one
+// target token. A drafted tree is cut to its best N with d already paid (d = 0). Whether a costly
+// proposer (the drafter) should draft at all follows the running gain of its trees over what the
+// free proposers (n-gram lookup) offer alone, d counted; while that gain stays under 2% it is
+// skipped and drafts only every 16th cycle to re-check.
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -28,27 +29,24 @@ public:
     // largest tree worth drafting before anything is known (the drafter's own budget)
     int32_t draft_budget(int32_t n_nodes_max) const;
 
-    // best node count for this already drafted tree; 1 = don't verify drafts. d (drafting cost relative
-    // to one target token) feeds the running gain that worth_drafting reads
-    // (also updates the running estimate of the gain over plain decoding used by worth_drafting)
-    int32_t choose(const tree & t, double d);
+    // best node count for this already drafted tree (1 = verify the root only); the whole tree
+    // when the curve is unknown
+    int32_t choose(const tree & t) const;
 
-    // whether drafting is expected to pay at all (probes every so often while it does not)
-    bool worth_drafting(double d);
+    // after a cycle in which the costly proposer (nodes of origin `costly`) drafted at relative cost
+    // d: updates the running gain of its tree over the tree without its nodes
+    void record_gain(const tree & t, uint8_t costly, double d);
 
-    // after each verification: the predicted accepted count of the verified tree and the real one
-    void observe(double predicted, int32_t accepted);
-
-    double calibration() const;
+    // whether the costly proposer is expected to pay (probes every so often while it does not)
+    bool worth_drafting();
 
 private:
-    double expected_speed(const std::vector<float> & sorted_values, int32_t n, double d) const;
+    // best expected speed (and its node count) over the first n of `values` (sorted, best first)
+    double best_speed(const std::vector<float> & values, double d, int32_t & best_n) const;
 
     std::vector<double> curve_;
-    double sum_predicted_ = 0.0;
-    double sum_accepted_  = 0.0;
-    double gain_          = 1.0; // running gain of the best tree over plain decoding; optimistic until measured
-    int32_t n_skipped_    = 0;
+    double gain_       = 1.0; // running gain of drafting; optimistic until measured
+    int32_t n_skipped_ = 0;
 };
 
 } // namespace fe

@@ -60,8 +60,9 @@ public:
     // c[i] = measured cost of verifying i+1 nodes relative to one
     void set_verify_cost(const std::vector<double> & c);
     std::vector<double> verify_cost() const;
-    // times (microseconds, median of n_reps) of one decode of N = 1 .. n_max nodes, each an
-    // output, after a context of n_depth tokens; clears the KV cache
+    // times (microseconds) of one decode of N = 1 .. n_max nodes, each an output, after a context of
+    // n_depth tokens: the median one-node time times the median of n_reps ratios of N nodes to one
+    // node timed just before; clears the KV cache
     std::vector<double> measure_verify_cost(int32_t n_max, int32_t n_reps, int32_t n_depth);
 
     // ---- generation ----

@@ -6,7 +6,9 @@
 //      block) and its last k output rows give the distributions of depths 1 .. k;
 //   2. the k-block Cartesian structure: every combination of the top_k_draft candidates of each row
 //      is a path of the block (the row-j candidates do not depend on the row-(j-1) token); a node's
-//      value is the product of its path's drafter probabilities;
+//      value is the product along its path of calibrated acceptance rates, each looked up by the
+//      candidate's drafter probability and depth (acceptance.h), the probability itself being the
+//      prior;
 //   3. each further pass expands the most valuable nodes that complete a block (depths k, 2k, ...):
 //      one drafter block per node, all blocks of a pass in one graph, giving depths +1 .. +k.
 // The engine then keeps the nodes the device can afford (cost-model.h). With a preset shape
@@ -16,6 +18,7 @@
 // (tree.q_row = -1).
 #pragma once
 
+#include "falcon-edge/acceptance.h"
 #include "falcon-edge/drafter.h"
 #include "falcon-edge/proposer.h"
 
@@ -25,13 +28,14 @@ namespace fe {
 
 class falcon_proposer : public proposer {
 public:
-    explicit falcon_proposer(std::unique_ptr<drafter> dft) : dft_(std::move(dft)) {}
+    explicit falcon_proposer(std::unique_ptr<drafter> dft);
 
     bool needs_features() const override { return true; }
     int32_t reset(int32_t n_keep) override;
     void accept(const float * feats, const llama_token * next, int32_t n) override;
     void draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,
                const sampling_params & smp, rng & r, tree & out) override;
+    void observe(const tree & t, const std::vector<int32_t> & path) override;
     int32_t n_passes() const override { return n_passes_; }
 
     const drafter & get_drafter() const { return *dft_; }
@@ -55,6 +59,7 @@ private:
                    const spec_params & sp, std::vector<frontier> & next);
 
     std::unique_ptr<drafter> dft_;
+    acceptance_stats stats_;
     std::vector<std::vector<int32_t>> preset_children_; // [n_preset + 1]: children of each preset node, the root last
     int32_t n_passes_ = 0;
     std::vector<float> feat_, logits_; // scratch

@@ -28,11 +28,16 @@ public:
     virtual void accept(const float * feats, const llama_token * next, int32_t n) {}
 
     // builds a tree below tokens.back() (the root, already sampled, not yet in the target's KV)
-    // with at most n_nodes_max nodes including the root; node values estimate acceptance
+    // with at most n_nodes_max nodes including the root; node values estimate acceptance. `out` may
+    // already hold another proposer's nodes: offers merge into them (tree_add)
     virtual void draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,
                        const sampling_params & smp, rng & r, tree & out) = 0;
 
-    // drafter forward passes run so far (statistics)
+    // after each verification: the verified tree and its accepted path (tree_path of the accepted
+    // node), to calibrate the values of the nodes this proposer offered (acceptance.h)
+    virtual void observe(const tree & t, const std::vector<int32_t> & path) {}
+
+    // drafter forward passes run so far (statistics); a proposer without passes drafts for free
     virtual int32_t n_passes() const { return 0; }
 };
 

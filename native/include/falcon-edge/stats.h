@@ -12,6 +12,8 @@ struct gen_stats {
     int32_t n_cycles    = 0; // target forward passes after the prefill (one per emitted chunk)
     int32_t n_drafted   = 0; // draft tokens offered for verification (tree nodes below the roots)
     int32_t n_accepted  = 0; // draft tokens accepted
+    int32_t n_drafted_ngram  = 0; // of n_drafted: offered by n-gram lookup (ORIGIN_NGRAM)
+    int32_t n_accepted_ngram = 0; // of n_accepted: offered by n-gram lookup
     int32_t n_draft_passes = 0; // drafter forward passes
     double  t_prefill_us = 0;
     double  t_draft_us   = 0;

@@ -9,6 +9,13 @@
 
 namespace fe {
 
+// which proposer offered a node (tree.origin); the root has ORIGIN_ROOT
+enum tree_origin : uint8_t {
+    ORIGIN_ROOT    = 0,
+    ORIGIN_DRAFTER = 1, // the Falcon drafter (falcon-proposer.h)
+    ORIGIN_NGRAM   = 2, // n-gram lookup in the context (ngram.h)
+};
+
 struct tree {
     std::vector<llama_token> token;  // [n_nodes]
     std::vector<int32_t>     parent; // [n_nodes], -1 for the root
@@ -16,6 +23,10 @@ struct tree {
     // the proposer's estimate that the node is accepted (product of its path's acceptance
     // probabilities); the root is 1. Used to prune the tree to the budget the device affords.
     std::vector<float>       value;  // [n_nodes]
+    // the proposer that offered each node (a tree_origin) and the key it filed the node under for
+    // its acceptance statistics (acceptance.h; -1: none)
+    std::vector<uint8_t>     origin; // [n_nodes]
+    std::vector<int32_t>     bucket; // [n_nodes]
     // proposal distribution that produced each node, for stochastic acceptance: index of a row in
     // q_rows, or -1 when the node was chosen deterministically (a point mass on its token)
     std::vector<int32_t>     q_row;  // [n_nodes]
@@ -28,9 +39,12 @@ struct tree {
 // starts a tree holding only the root
 void tree_init(tree & t, llama_token root);
 
-// adds a child of `parent` with `token` and returns its index; if the parent already has a child
-// with that token, returns the existing child (siblings carry distinct tokens)
-int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, int32_t q_row = -1);
+// adds a child of `parent` with `token` offered by `origin` under `bucket` and returns its index
+// (its value is capped at the parent's). If the parent already has a child with that token (siblings
+// carry distinct tokens), returns that child, which takes value, origin and bucket of the more
+// valuable offer.
+int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, uint8_t origin, int32_t bucket,
+                 int32_t q_row = -1);
 
 // index of the child of `node` carrying `token`, or -1
 int32_t tree_child(const tree & t, int32_t node, llama_token token);
@@ -47,9 +61,6 @@ std::vector<int32_t> tree_path(const tree & t, int32_t node);
 // keeps the n_keep most valuable nodes (root included; a parent is never less valuable than its
 // child, ties broken by index) and renumbers them in their original order
 void tree_prune(tree & t, int32_t n_keep);
-
-// expected accepted draft tokens: sum of the values of the non-root nodes
-double tree_expected_accept(const tree & t);
 
 // nodes in depth-first pre-order: parents before children, each subtree contiguous
 std::vector<int32_t> tree_dfs_order(const tree & t);

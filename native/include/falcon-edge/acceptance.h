@@ -1,0 +1,44 @@
+// Online acceptance statistics of a proposer, so that tree node values are calibrated
+// probabilities rather than raw proposer scores.
+//
+// A proposer files each node it offers under a key (tree.bucket: e.g. drafter probability bin and
+// depth, or n-gram match length and depth) and values it as
+//
+//     value(node) = value(parent) * rate(key)
+//
+// where rate(key) estimates P(node accepted | parent accepted) from what verification accepted
+// before: every verified node whose parent lay on the accepted path is one trial of its key, a
+// success when the node lies on the path too. Until a key has been seen often, rate() leans on the
+// proposer's own prior for it (a Beta prior of weight PRIOR_WEIGHT trials), and it reads the estimate
+// optimistically (one standard error up), so that uncertain keys get tried and learned.
+#pragma once
+
+#include "falcon-edge/tree.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace fe {
+
+class acceptance_stats {
+public:
+    explicit acceptance_stats(int32_t n_keys) : n_trials_(n_keys, 0.0), n_success_(n_keys, 0.0) {}
+
+    // optimistic estimate of P(accepted | parent accepted) for `key`, prior mean `prior`
+    float rate(int32_t key, float prior) const;
+
+    // counts the trials of the nodes of tree t offered by `origin`, given the accepted path
+    // (tree_path of the accepted node, the root first)
+    void observe(const tree & t, const std::vector<int32_t> & path, uint8_t origin);
+
+    // forgets every observation
+    void clear();
+
+    int32_t n_keys() const { return (int32_t) n_trials_.size(); }
+
+private:
+    std::vector<double> n_trials_;  // [n_keys]
+    std::vector<double> n_success_; // [n_keys]
+};
+
+} // namespace fe
