@@ -5,8 +5,10 @@
 the generated section of docs/benchmarks.md, :mod:`falcon_edge.bench_report`).
 
 Both modes run on the same engine (``speculative=False`` is the identical loop without drafting), greedy, on the
-same prompts; each prompt runs plain first, then speculative. Speed counts decoding only (the prefill is excluded,
-and the second run of a prompt reuses its cached prefix). Ratios are the claim; absolute tokens/s are context.
+same prompts; each prompt runs ``repeats`` times in each mode, alternating plain, speculative, speculative, plain,
+... so that a machine whose speed drifts (shared hosts, clock changes) slows both modes alike. Speed counts decoding
+only (the prefill is excluded, and the later runs of a prompt reuse its cached prefix). Ratios are the claim;
+absolute tokens/s are context.
 """
 
 from __future__ import annotations
@@ -37,11 +39,16 @@ def _commit() -> str:
 
 
 def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_threads: int | None = None,
-        tree_budget: int = 0, tree: str | None = None, progress: bool = True) -> dict:
-    """Runs the comparison and returns the report (see :func:`format_table`); ``tree`` names a preset shape."""
+        tree_budget: int = 0, tree: str | None = None, repeats: int = 2, progress: bool = True) -> dict:
+    """Runs the comparison and returns the report (see :func:`format_table`); ``tree`` names a preset shape.
+
+    ``repeats`` runs of each prompt per mode, in the order plain, spec, spec, plain, plain, spec, ...
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     llm = EdgeFalcon(target, drafter=drafter, n_threads=n_threads, tree_budget=tree_budget, n_ctx=4096, tree=tree)
     report = {
-        "target": str(target), "drafter": str(drafter), "max_tokens": max_tokens, "n_threads": n_threads,
+        "target": str(target), "drafter": str(drafter), "max_tokens": max_tokens, "n_threads": n_threads, "repeats": repeats,
         "tree_budget": tree_budget, "tree": tree or "dynamic", "verify_cost": list(llm._native_engine().verify_cost()),
         "machine": platform.processor() or platform.machine(), "commit": _commit(), "version": __version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "datasets": {},
@@ -51,43 +58,68 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         rows = []
         for prompt in tqdm(prompts, desc=name, disable=not progress):
             messages = [{"role": "user", "content": prompt}]
-            plain = llm.chat(messages, max_tokens=max_tokens, temperature=0.0, speculative=False)["falcon"]
-            spec = llm.chat(messages, max_tokens=max_tokens, temperature=0.0)["falcon"]
-            rows.append({"plain": plain, "spec": spec})
-        t_plain = sum(r["plain"]["t_total_s"] - r["plain"]["t_prefill_s"] for r in rows)
-        t_spec = sum(r["spec"]["t_total_s"] - r["spec"]["t_prefill_s"] for r in rows)
-        n_plain = sum(r["plain"]["n_generated"] for r in rows)
-        n_spec = sum(r["spec"]["n_generated"] for r in rows)
-        cycles = sum(r["spec"]["n_cycles"] for r in rows)
-        accepted = sum(r["spec"]["n_accepted"] for r in rows)
-        drafted = sum(r["spec"]["n_drafted"] for r in rows)
-        passes = sum(r["spec"]["n_draft_passes"] for r in rows)
-        report["datasets"][name] = {
-            "n_prompts": len(rows),
-            "plain_tokens_per_s": n_plain / t_plain,
-            "spec_tokens_per_s": n_spec / t_spec,
-            "speedup": (n_spec / t_spec) / (n_plain / t_plain),
-            "tau": (accepted + cycles) / cycles if cycles else 1.0,
-            "alpha": accepted / n_spec if n_spec else 0.0,
-            "draft_acceptance": accepted / drafted if drafted else 0.0,
-            "mean_tree_nodes": statistics.mean(r["spec"]["n_nodes_max"] for r in rows),
-            "draft_s_share": sum(r["spec"]["t_draft_s"] for r in rows) / t_spec,
-            # one drafter forward pass relative to one plain target token (the drafter's own cost)
-            "draft_pass_cost": (sum(r["spec"]["t_draft_s"] for r in rows) / passes) / (t_plain / n_plain) if passes else 0.0,
-            "rows": rows,
-        }
+            row = {"plain": [], "spec": []}
+            for mode in _abba(repeats):
+                out = llm.chat(messages, max_tokens=max_tokens, temperature=0.0, speculative=mode == "spec")
+                row[mode].append(out["falcon"])
+            rows.append(row)
+        report["datasets"][name] = _summary(rows)
     return report
+
+
+def _abba(repeats: int) -> list[str]:
+    """plain, spec, spec, plain, plain, spec, ...: each mode ``repeats`` times, balanced in time."""
+    order = []
+    for r in range(repeats):
+        order += ["plain", "spec"] if r % 2 == 0 else ["spec", "plain"]
+    return order
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Per-dataset figures over every run of every prompt (rows: {"plain": [stats], "spec": [stats]})."""
+    plain = [s for r in rows for s in r["plain"]]
+    spec = [s for r in rows for s in r["spec"]]
+
+    def decode_s(runs):
+        return sum(s["t_total_s"] - s["t_prefill_s"] for s in runs)
+
+    t_plain, t_spec = decode_s(plain), decode_s(spec)
+    n_plain, n_spec = sum(s["n_generated"] for s in plain), sum(s["n_generated"] for s in spec)
+    cycles = sum(s["n_cycles"] for s in spec)
+    accepted = sum(s["n_accepted"] for s in spec)
+    drafted = sum(s["n_drafted"] for s in spec)
+    passes = sum(s["n_draft_passes"] for s in spec)
+    per_prompt = [(sum(s["n_generated"] for s in r["spec"]) / decode_s(r["spec"]))
+                  / (sum(s["n_generated"] for s in r["plain"]) / decode_s(r["plain"])) for r in rows]
+    return {
+        "n_prompts": len(rows),
+        "plain_tokens_per_s": n_plain / t_plain,
+        "spec_tokens_per_s": n_spec / t_spec,
+        "speedup": (n_spec / t_spec) / (n_plain / t_plain),
+        "speedup_per_prompt": per_prompt,
+        "tau": (accepted + cycles) / cycles if cycles else 1.0,
+        "alpha": accepted / n_spec if n_spec else 0.0,
+        "draft_acceptance": accepted / drafted if drafted else 0.0,
+        "ngram_share": sum(s.get("n_accepted_ngram", 0) for s in spec) / accepted if accepted else 0.0,
+        "mean_tree_nodes": statistics.mean(s["n_nodes_max"] for s in spec),
+        "draft_s_share": sum(s["t_draft_s"] for s in spec) / t_spec,
+        # one drafter forward pass relative to one plain target token (the drafter's own cost)
+        "draft_pass_cost": (sum(s["t_draft_s"] for s in spec) / passes) / (t_plain / n_plain) if passes else 0.0,
+        "rows": rows,
+    }
 
 
 def format_table(report: dict) -> str:
     """A fixed-width table of the per-dataset summary."""
     lines = [(f"target {report['target']}  drafter {report['drafter']}  tree {report.get('tree', 'dynamic')}  threads {report['n_threads']}  "
              f"commit {report['commit']}  {report['date']}"),
-             (f"{'dataset':<10} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>8} {'tau':>6} {'alpha':>6} {'accept':>7}"
-             f" {'pass cost':>9}")]
+             (f"{'dataset':<10} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>8} {'prompts min-max':>15} {'tau':>6}"
+              f" {'alpha':>6} {'accept':>7} {'n-gram':>6} {'pass cost':>9}")]
     for name, d in report["datasets"].items():
+        spread = f"{min(d['speedup_per_prompt']):.2f}-{max(d['speedup_per_prompt']):.2f}"
         lines.append(f"{name:<10} {d['plain_tokens_per_s']:>11.2f} {d['spec_tokens_per_s']:>10.2f} {d['speedup']:>7.2f}x "
-                     f"{d['tau']:>6.2f} {d['alpha']:>6.2f} {d['draft_acceptance']:>7.2f} {d['draft_pass_cost']:>9.3f}")
+                     f"{spread:>15} {d['tau']:>6.2f} {d['alpha']:>6.2f} {d['draft_acceptance']:>7.2f} {d['ngram_share']:>6.2f}"
+                     f" {d['draft_pass_cost']:>9.3f}")
     return "\n".join(lines)
 
 
@@ -104,6 +136,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--dataset", action="append", choices=list(DATASETS), help="repeatable; default: all three")
     p.add_argument("--n-prompts", type=int, default=5, help="prompts per dataset")
     p.add_argument("-n", "--max-tokens", type=int, default=128, help="tokens generated per prompt")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="speculative suite: runs of each prompt per mode, alternating plain/spec/spec/plain (default 2)")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--tree-budget", type=int, default=0, help="fixed nodes per tree (0: sized from the cost curve)")
     p.add_argument("--tree", default=None,
@@ -148,7 +182,7 @@ def _cli_bench(args) -> int:
         print(f"rebuilt the peers section of {args.report} and {len(plots)} plots in {args.img_dir}")
         return 0
     report = run(args.model, args.drafter or "ngram", datasets, args.n_prompts, args.max_tokens,
-                 n_threads=args.threads, tree_budget=args.tree_budget, tree=args.tree)
+                 n_threads=args.threads, tree_budget=args.tree_budget, tree=args.tree, repeats=args.repeats)
     path = _write_json(report, args.output, "bench")
     print(format_table(report))
     print(f"wrote {path}")

@@ -91,7 +91,7 @@ class SpecConfig:
     n_nodes_max: int = 0
     depth_max: int = 8
     ngram_min: int = 1
-    ngram_max: int = 4
+    ngram_max: int = 12
     ngram_branches: int = 3
     top_k_draft: int = 4
     n_passes: int = 2

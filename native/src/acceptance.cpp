@@ -9,10 +9,7 @@ namespace fe {
 static constexpr double PRIOR_WEIGHT = 4.0; // trials the prior counts for
 // optimism in the face of uncertainty: rates are read as mean + UCB_Z standard errors, so a key that
 // has seen few trials gets verified (and learned) instead of being ruled out by a cautious prior
-static constexpr double UCB_Z = 1.0;
-// older trials fade so the rates follow a change of text (prose -> code), with a memory of
-// roughly 1 / (1 - DECAY) trials per key
-static constexpr double DECAY = 0.995;
+static constexpr double UCB_Z = 0.5;
 
 float acceptance_stats::rate(int32_t key, float prior) const {
     if (key < 0 || key >= n_keys()) {
@@ -28,13 +25,17 @@ void acceptance_stats::observe(const tree & t, const std::vector<int32_t> & path
     for (int32_t u : path) {
         on_path[u] = 1;
     }
+    for (int32_t key = 0; key < n_keys(); ++key) {
+        n_trials_[key]  *= decay_;
+        n_success_[key] *= decay_;
+    }
     for (int32_t u = 1; u < t.size(); ++u) {
         const int32_t key = t.bucket[u];
         if (t.origin[u] != origin || !on_path[t.parent[u]] || key < 0 || key >= n_keys()) {
             continue;
         }
-        n_trials_[key]  = DECAY * n_trials_[key] + 1.0;
-        n_success_[key] = DECAY * n_success_[key] + (on_path[u] ? 1.0 : 0.0);
+        n_trials_[key]  += 1.0;
+        n_success_[key] += on_path[u] ? 1.0 : 0.0;
     }
 }
 

@@ -6,7 +6,8 @@
 
 namespace fe {
 
-static constexpr int32_t N_PROBE_EVERY = 16;   // cycles between probes while drafting does not pay
+static constexpr int32_t N_PROBE_FIRST = 16;   // cycles between probes while drafting does not pay ...
+static constexpr int32_t N_PROBE_MAX   = 256;  // ... doubling after each probe that found no gain
 static constexpr double  MIN_GAIN      = 0.02; // expected speed-up below which drafting stops (2%)
 static constexpr double  GAIN_DECAY    = 0.5;  // weight of the past in the running gain
 
@@ -62,14 +63,20 @@ void cost_model::record_gain(const tree & t, uint8_t costly, double d) {
     const double with    = best_speed(sorted_values(t, ORIGIN_ROOT), d, n);
     const double without = best_speed(sorted_values(t, costly), 0.0, n);
     gain_ = GAIN_DECAY * gain_ + (1.0 - GAIN_DECAY) * (with / without - 1.0);
+    if (probing_) {
+        probe_every_ = gain_ > MIN_GAIN ? N_PROBE_FIRST : std::min(2 * probe_every_, N_PROBE_MAX);
+        probing_ = false;
+    }
 }
 
 bool cost_model::worth_drafting() {
     if (gain_ > MIN_GAIN || curve_.empty()) {
+        probe_every_ = N_PROBE_FIRST;
         return true;
     }
-    if (++n_skipped_ >= N_PROBE_EVERY) {
+    if (++n_skipped_ >= probe_every_) {
         n_skipped_ = 0;
+        probing_ = true;
         return true;
     }
     return false;

@@ -6,10 +6,14 @@
 
 namespace fe {
 
-// acceptance keys: drafter probability bin x depth 1 .. 4+
-static constexpr float   PROB_EDGES[] = {0.02f, 0.05f, 0.1f, 0.2f, 0.3f, 0.45f, 0.6f, 0.8f}; // bin upper edges but the last
+// acceptance keys: drafter probability bin x depth 1 / 2+ (few keys: each must be learned online)
+static constexpr float   PROB_EDGES[] = {0.1f, 0.2f, 0.35f, 0.5f, 0.7f}; // bin upper edges but the last
 static constexpr int32_t N_PROB_KEYS  = (int32_t) (sizeof(PROB_EDGES) / sizeof(PROB_EDGES[0])) + 1;
-static constexpr int32_t N_DEPTH_KEYS = 4;
+static constexpr int32_t N_DEPTH_KEYS = 2;
+// the drafter's calibration is a property of drafter and target: a long memory (~1000 verified trees)
+static constexpr double STATS_DECAY = 0.999;
+// dynamic tree: block-completing nodes less likely than this are not expanded by a further pass
+static constexpr float EXPAND_MIN_VALUE = 0.05f;
 
 static int32_t drafter_key(float prob, int32_t depth) {
     int32_t bin = 0;
@@ -20,7 +24,7 @@ static int32_t drafter_key(float prob, int32_t depth) {
 }
 
 falcon_proposer::falcon_proposer(std::unique_ptr<drafter> dft)
-    : dft_(std::move(dft)), stats_(N_PROB_KEYS * N_DEPTH_KEYS) {}
+    : dft_(std::move(dft)), stats_(N_PROB_KEYS * N_DEPTH_KEYS, STATS_DECAY) {}
 
 void falcon_proposer::observe(const tree & t, const std::vector<int32_t> & path) {
     stats_.observe(t, path, ORIGIN_DRAFTER);
@@ -137,8 +141,16 @@ void falcon_proposer::draft(const std::vector<llama_token> & tokens, int32_t n_n
         std::sort(front.begin(), front.end(), [&](const frontier & a, const frontier & b) {
             return out.value[a.node] > out.value[b.node];
         });
-        const int32_t n_expand = preset ? (int32_t) front.size()
-                                        : std::min<int32_t>((int32_t) front.size(), std::max(1, sp.top_k_draft));
+        int32_t n_expand = preset ? (int32_t) front.size()
+                                  : std::min<int32_t>((int32_t) front.size(), std::max(1, sp.top_k_draft));
+        // a node below an unlikely path adds less than its value to the expected accepted length:
+        // such paths are not worth a drafter pass
+        while (!preset && n_expand > 0 && out.value[front[n_expand - 1].node] < EXPAND_MIN_VALUE) {
+            --n_expand;
+        }
+        if (n_expand == 0) {
+            break;
+        }
         std::vector<drafter_block> blocks(n_expand);
         for (int32_t b = 0; b < n_expand; ++b) {
             const std::vector<int32_t> path = tree_path(out, front[b].node);

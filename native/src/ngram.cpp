@@ -5,20 +5,23 @@
 
 namespace fe {
 
-// acceptance keys: matched length 1, 2, 3, 4+ x first / later branch x depth 1 .. 8+
+// acceptance keys: matched length 1, 2-3, 4-7, 8+ x depth 1, 2, 3+ (few keys: each is learned online)
 static constexpr int32_t N_MATCH_KEYS = 4;
-static constexpr int32_t N_DEPTH_KEYS = 8;
-// before any observation a continuation token is trusted as much as a coin flip
-static constexpr float PRIOR_RATE = 0.5f;
+static constexpr int32_t N_DEPTH_KEYS = 3;
+// rates before any observation, by matched length: a longer match predicts its continuation better
+static constexpr float PRIOR_RATE[N_MATCH_KEYS] = {0.4f, 0.5f, 0.7f, 0.85f};
+// what the n-gram rates mean depends on the text at hand: a memory of about 100 verified trees
+static constexpr double STATS_DECAY = 0.99;
 
-static int32_t ngram_key(int32_t n_match, int32_t branch, int32_t depth) {
-    const int32_t m = std::min(n_match, N_MATCH_KEYS) - 1;
-    const int32_t b = branch > 0 ? 1 : 0;
-    const int32_t d = std::min(depth, N_DEPTH_KEYS) - 1;
-    return (m * 2 + b) * N_DEPTH_KEYS + d;
+static int32_t match_class(int32_t n_match) {
+    return n_match >= 8 ? 3 : (n_match >= 4 ? 2 : (n_match >= 2 ? 1 : 0));
 }
 
-ngram_proposer::ngram_proposer() : stats_(N_MATCH_KEYS * 2 * N_DEPTH_KEYS) {}
+static int32_t ngram_key(int32_t n_match, int32_t depth) {
+    return match_class(n_match) * N_DEPTH_KEYS + std::min(depth, N_DEPTH_KEYS) - 1;
+}
+
+ngram_proposer::ngram_proposer() : stats_(N_MATCH_KEYS * N_DEPTH_KEYS, STATS_DECAY) {}
 
 std::vector<ngram_continuation> ngram_continuations(const std::vector<llama_token> & tokens, int32_t n_min,
                                                     int32_t n_max, int32_t n_branches, int32_t depth) {
@@ -53,8 +56,8 @@ void ngram_proposer::draft(const std::vector<llama_token> & tokens, int32_t n_no
             if (out.size() >= n_nodes_max && tree_child(out, node, id) < 0) {
                 break;
             }
-            const int32_t key = ngram_key(conts[b].n_match, (int32_t) b, out.depth[node] + 1);
-            value *= stats_.rate(key, PRIOR_RATE);
+            const int32_t key = ngram_key(conts[b].n_match, out.depth[node] + 1);
+            value *= stats_.rate(key, PRIOR_RATE[match_class(conts[b].n_match)]);
             node = tree_add(out, node, id, value, ORIGIN_NGRAM, key);
         }
     }

@@ -10,7 +10,9 @@
 // before: every verified node whose parent lay on the accepted path is one trial of its key, a
 // success when the node lies on the path too. Until a key has been seen often, rate() leans on the
 // proposer's own prior for it (a Beta prior of weight PRIOR_WEIGHT trials), and it reads the estimate
-// optimistically (one standard error up), so that uncertain keys get tried and learned.
+// optimistically (half a standard error up), so that uncertain keys get tried and learned. Every
+// verified tree discounts all earlier trials by `decay`: the rates follow a change of text (prose ->
+// code), and a key that stopped being tried regains its uncertainty and gets retried.
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -22,7 +24,8 @@ namespace fe {
 
 class acceptance_stats {
 public:
-    explicit acceptance_stats(int32_t n_keys) : n_trials_(n_keys, 0.0), n_success_(n_keys, 0.0) {}
+    // `decay` in (0, 1]: weight of the past per verified tree (memory of about 1 / (1 - decay) trees)
+    acceptance_stats(int32_t n_keys, double decay) : decay_(decay), n_trials_(n_keys, 0.0), n_success_(n_keys, 0.0) {}
 
     // optimistic estimate of P(accepted | parent accepted) for `key`, prior mean `prior`
     float rate(int32_t key, float prior) const;
@@ -37,6 +40,7 @@ public:
     int32_t n_keys() const { return (int32_t) n_trials_.size(); }
 
 private:
+    double decay_;
     std::vector<double> n_trials_;  // [n_keys]
     std::vector<double> n_success_; // [n_keys]
 };

@@ -9,7 +9,8 @@
 // target token. A drafted tree is cut to its best N with d already paid (d = 0). Whether a costly
 // proposer (the drafter) should draft at all follows the running gain of its trees over what the
 // free proposers (n-gram lookup) offer alone, d counted; while that gain stays under 2% it is
-// skipped and drafts only every 16th cycle to re-check.
+// skipped and drafts only on probe cycles to re-check: every 16th cycle at first, every 32nd, 64th,
+// ... up to every 256th after probes that found no gain, every 16th again after one that did.
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -45,8 +46,10 @@ private:
     double best_speed(const std::vector<float> & values, double d, int32_t & best_n) const;
 
     std::vector<double> curve_;
-    double gain_       = 1.0; // running gain of drafting; optimistic until measured
-    int32_t n_skipped_ = 0;
+    double gain_         = 1.0; // running gain of drafting; optimistic until measured
+    int32_t n_skipped_   = 0;
+    int32_t probe_every_ = 0;     // cycles between probes while drafting does not pay (0: not yet set)
+    bool    probing_     = false; // the current drafting cycle is a probe
 };
 
 } // namespace fe

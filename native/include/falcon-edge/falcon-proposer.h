@@ -9,8 +9,9 @@
 //      value is the product along its path of calibrated acceptance rates, each looked up by the
 //      candidate's drafter probability and depth (acceptance.h), the probability itself being the
 //      prior;
-//   3. each further pass expands the most valuable nodes that complete a block (depths k, 2k, ...):
-//      one drafter block per node, all blocks of a pass in one graph, giving depths +1 .. +k.
+//   3. each further pass expands the most valuable nodes that complete a block (depths k, 2k, ...)
+//      and are at least 5% likely: one drafter block per node, all blocks of a pass in one graph,
+//      giving depths +1 .. +k; no pass runs when no node qualifies.
 // The engine then keeps the nodes the device can afford (cost-model.h). With a preset shape
 // (spec_params.preset_*, e.g. the paper's 168-token tree) only the preset's candidate ranks are
 // added and every preset node that completes a block is expanded, until the preset is complete.

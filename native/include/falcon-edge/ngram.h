@@ -21,7 +21,7 @@ public:
     // Branches are the distinct continuations of the most recent matches of the longest suffix
     // (ngram_max down to ngram_min tokens), most recent first, each a chain of up to depth_max
     // tokens. A node's value is the product of the acceptance rates observed for its key
-    // (matched length, first or later branch, depth) along its chain.
+    // (matched length, depth) along its chain.
     void draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,
                const sampling_params & smp, rng & r, tree & out) override;
 

@@ -27,7 +27,7 @@ struct spec_params {
     int32_t depth_max   = 8;     // deepest drafted token
     // n-gram proposer (mode "ngram", and merged into the drafter's tree in mode "falcon")
     int32_t ngram_min      = 1;  // shortest suffix matched in the context
-    int32_t ngram_max      = 4;  // longest suffix matched in the context
+    int32_t ngram_max      = 12; // longest suffix matched in the context
     int32_t ngram_branches = 3;  // distinct continuations offered as branches; 0 in mode "falcon": drafter only
     // falcon proposer
     int32_t top_k_draft = 4;     // candidates kept per drafted position

@@ -1,0 +1,37 @@
+"""The speculative-vs-plain benchmark harness (``falcon-edge bench``) on SmolLM2: balanced run order, every run
+recorded, per-prompt ratios and the summary table. This is not a speed test: nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from falcon_edge import bench
+
+pytestmark = pytest.mark.model
+
+
+def test_runs_alternate_so_that_both_modes_share_the_drift():
+    assert bench._abba(1) == ["plain", "spec"]
+    assert bench._abba(3) == ["plain", "spec", "spec", "plain", "plain", "spec"]
+
+
+def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
+    report = bench.run(str(smollm_path), "ngram", ["gsm8k", "humaneval"], 2, 12, n_threads=1, repeats=2, progress=False)
+    assert report["repeats"] == 2
+    for name, d in report["datasets"].items():
+        assert d["n_prompts"] == 2 and len(d["speedup_per_prompt"]) == 2, name
+        for row in d["rows"]:
+            assert len(row["plain"]) == 2 and len(row["spec"]) == 2
+            assert all(s["mode"] == "plain" for s in row["plain"]) and all(s["mode"] == "ngram" for s in row["spec"])
+            # greedy and lossless: every run of a prompt generates the same number of tokens
+            assert len({s["n_generated"] for s in row["plain"] + row["spec"]}) == 1
+        assert d["plain_tokens_per_s"] > 0 and d["spec_tokens_per_s"] > 0 and d["tau"] >= 1.0
+        assert 0.0 <= d["ngram_share"] <= 1.0
+    table = bench.format_table(report)
+    assert "gsm8k" in table and "humaneval" in table and "prompts min-max" in table
+
+
+def test_repeats_must_be_positive(smollm_path):
+    with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
+        bench.run(str(smollm_path), "ngram", ["gsm8k"], 1, 4, repeats=0, progress=False)

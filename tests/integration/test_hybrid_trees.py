@@ -1,0 +1,86 @@
+"""Hybrid trees: n-gram branches merged into the drafter's tree, node values calibrated online, the drafter gated.
+
+On the F32 tiny target (tree and sequential decoding agree bit for bit) with a random drafter: the merged trees
+stay lossless, both proposers contribute, and the per-key acceptance statistics learn which n-gram matches pay under
+a steep verify-cost curve (the one measured for Qwen2.5-Coder-1.5B Q4_K_M on a 2-core AVX2 CPU). A random target
+loops under greedy decoding, which gives the n-gram lookup long matches to learn from.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers.tiny_drafter import checkpoint_of, make_tiny_drafter
+
+from falcon_edge import EdgeFalcon
+from falcon_edge.config import SpecConfig
+from falcon_edge.convert import run as write_drafter
+from falcon_edge.datasets import load_prompts
+from falcon_edge.train.target_weights import read_target_meta
+
+STEEP = [1.0, 1.5, 2.0, 2.1, 2.4, 2.7, 3.3, 5.4, 5.7, 5.8, 6.2, 7.6, 7.9, 6.9, 7.8, 7.2]
+CHEAP = [1.0] * 16
+MAX_TOKENS = 96
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[str]:
+    return load_prompts("mt-bench", 4) + load_prompts("humaneval", 4)
+
+
+@pytest.fixture(scope="module")
+def drafter_path(tiny_target, tmp_path_factory):
+    model = make_tiny_drafter(tiny_target, read_target_meta(tiny_target.path), seed=7, block_size=2, n_layer=1)
+    out = tmp_path_factory.mktemp("hybrid") / "tiny-k2.gguf"
+    return write_drafter(checkpoint_of(model), tiny_target.path, out, outtype="f32", progress=False)
+
+
+def _run_all(llm, prompts):
+    """Greedy speculative generations, each checked token for token against plain decoding on the same engine."""
+    stats = []
+    for p in prompts:
+        plain = llm.generate(p, max_tokens=MAX_TOKENS, speculative=False)
+        spec = llm.generate(p, max_tokens=MAX_TOKENS)
+        assert spec.tokens == plain.tokens, f"prompt {p[:50]!r}"
+        stats.append(spec.stats)
+    return stats
+
+
+def test_ngram_branches_merge_into_drafter_trees(tiny_path, drafter_path, prompts):
+    llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=1024, n_threads=2, verify_cost=CHEAP)
+    stats = _run_all(llm, prompts)
+    drafted, drafted_ngram = sum(s.n_drafted for s in stats), sum(s.n_drafted_ngram for s in stats)
+    assert 0 < drafted_ngram < drafted  # both proposers offered nodes (a random drafter's are rarely accepted)
+    assert sum(s.n_accepted_ngram for s in stats) > 0
+
+
+def test_ngram_branches_zero_drafts_with_the_drafter_alone(tiny_path, drafter_path, prompts):
+    llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=1024, n_threads=2, verify_cost=CHEAP,
+                     spec=SpecConfig(ngram_branches=0))
+    stats = _run_all(llm, prompts)
+    assert sum(s.n_drafted for s in stats) > 0 and sum(s.n_drafted_ngram for s in stats) == 0
+
+
+def test_calibrated_ngram_trees_pay_under_a_steep_curve(tiny_path, prompts):
+    # only matches whose continuations verification keeps accepting are worth 1.5x a step for two nodes
+    llm = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=1024, n_threads=2, verify_cost=STEEP)
+    stats = _run_all(llm, prompts)
+    cycles = sum(s.n_cycles for s in stats)
+    tau = (sum(s.n_accepted for s in stats) + cycles) / cycles
+    assert tau > 1.4
+    # what is verified is mostly accepted: the learned values keep failing matches out of the trees
+    assert sum(s.n_accepted for s in stats) > 0.6 * sum(s.n_drafted for s in stats)
+
+
+def test_drafter_that_does_not_pay_is_probed_ever_less_often(tiny_path, drafter_path):
+    # a random drafter under a curve where every extra node costs a whole step: after the first cycles it only
+    # drafts on probe cycles, whose spacing doubles (16, 32, 64, ...) while they find no gain
+    llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=[float(n) for n in range(1, 17)],
+                     spec=SpecConfig(ngram_branches=0))
+    prompt = load_prompts("gsm8k", 1)[0]
+    plain = llm.generate(prompt, max_tokens=400, speculative=False)
+    spec = llm.generate(prompt, max_tokens=400)
+    assert spec.tokens == plain.tokens
+    st = spec.stats
+    assert st.n_drafted == 0 and st.n_nodes_max == 1
+    # fixed 16-cycle probes would pass the drafter ~25 times in 400 cycles (two passes each)
+    assert 0 < st.n_draft_passes <= 20
