@@ -28,7 +28,10 @@ if [ "$missing" = 1 ]; then
     WORK=$(mktemp -d "$ROOT/build.XXXXXX")
     trap 'rm -rf "$WORK"' EXIT
     echo "downloading the $PIN sdist"
-    "${PYTHON:-python3}" -m pip download -q --no-binary :all: --no-deps "$PIN" -d "$WORK"
+    # --no-build-isolation: pip prepares the sdist's metadata with the build tools already installed (the venv has
+    # scikit-build-core and cmake); in isolation, --no-binary :all: would build cmake itself from source first
+    PY=${PYTHON:-$( [ -x "${VENV:-.venv}/bin/python" ] && echo "${VENV:-.venv}/bin/python" || echo python3 )}
+    "$PY" -m pip download -q --no-binary :all: --no-deps --no-build-isolation "$PIN" -d "$WORK"
     tar -xzf "$WORK"/llama_cpp_python-*.tar.gz -C "$WORK"
     SRC=$(echo "$WORK"/llama_cpp_python-*/vendor/llama.cpp)
     [ -f "$SRC/CMakeLists.txt" ] || { echo "no llama.cpp sources in the sdist ($SRC)" >&2; exit 1; }

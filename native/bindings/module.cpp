@@ -105,6 +105,8 @@ static void bind_engine(nb::module_ & m) {
              "loads a falcon-sar drafter for this target and enables mode 'falcon'")
         .def("set_verify_cost", &fe::engine::set_verify_cost, "cost"_a)
         .def("verify_cost", &fe::engine::verify_cost)
+        .def("verify_cost_estimate", &fe::engine::verify_cost_estimate,
+             "the verify-cost curve as currently estimated: the measured one refined by the decodes seen since")
         .def("measure_verify_cost", &fe::engine::measure_verify_cost, "n_max"_a, "n_reps"_a, "n_depth"_a,
              nb::call_guard<nb::gil_scoped_release>())
         .def("reset", &fe::engine::reset, nb::call_guard<nb::gil_scoped_release>())

@@ -10,6 +10,37 @@ static constexpr int32_t N_PROBE_FIRST = 16;   // cycles between probes while dr
 static constexpr int32_t N_PROBE_MAX   = 256;  // ... doubling after each probe that found no gain
 static constexpr double  MIN_GAIN      = 0.02; // expected speed-up below which drafting stops (2%)
 static constexpr double  GAIN_DECAY    = 0.5;  // weight of the past in the running gain
+static constexpr double  PRIOR_WEIGHT  = 4.0;  // decodes of a size the measured curve counts for
+static constexpr double  SEEN_MAX      = 16.0; // the weight of observations is capped: a moving average
+static constexpr double  UNIT_DECAY    = 0.9;  // weight of the past in the one-node decode time
+
+void cost_model::set_curve(const std::vector<double> & c) {
+    curve_ = c;
+    seen_.assign(c.size(), 0.0);
+    n_seen_.assign(c.size(), 0.0);
+    unit_us_ = 0.0;
+}
+
+void cost_model::observe_decode(int32_t n, double us) {
+    if (n < 1 || n > n_max() || !(us > 0.0)) {
+        return;
+    }
+    if (n == 1) {
+        unit_us_ = unit_us_ > 0.0 ? UNIT_DECAY * unit_us_ + (1.0 - UNIT_DECAY) * us : us;
+        return;
+    }
+    if (unit_us_ <= 0.0) {
+        return; // no one-node decode seen yet to relate this one to
+    }
+    const double ratio = us / unit_us_;
+    n_seen_[n - 1] = std::min(n_seen_[n - 1] + 1.0, SEEN_MAX);
+    seen_[n - 1] += (ratio - seen_[n - 1]) / n_seen_[n - 1];
+}
+
+double cost_model::cost(int32_t n) const {
+    const double w = n_seen_[n - 1];
+    return (PRIOR_WEIGHT * curve_[n - 1] + w * seen_[n - 1]) / (PRIOR_WEIGHT + w);
+}
 
 int32_t cost_model::draft_budget(int32_t n_nodes_max) const {
     if (curve_.empty()) {
@@ -24,7 +55,7 @@ double cost_model::best_speed(const std::vector<float> & values, double d, int32
     double acc = 0.0;
     for (int32_t n = 2; n <= std::min((int32_t) values.size() + 1, n_max()); ++n) {
         acc += values[n - 2];
-        const double s = (1.0 + acc) / (curve_[n - 1] + d);
+        const double s = (1.0 + acc) / (cost(n) + d);
         if (s > best) {
             best = s;
             best_n = n;

@@ -168,6 +168,14 @@ void engine::set_verify_cost(const std::vector<double> & c) {
 
 std::vector<double> engine::verify_cost() const { return cost_.curve(); }
 
+std::vector<double> engine::verify_cost_estimate() const {
+    std::vector<double> out(cost_.n_max());
+    for (int32_t n = 1; n <= cost_.n_max(); ++n) {
+        out[n - 1] = cost_.cost(n);
+    }
+    return out;
+}
+
 std::vector<double> engine::measure_verify_cost(int32_t n_max, int32_t n_reps, int32_t n_depth) {
     if (n_max < 1 || n_max > params_.n_batch || n_reps < 1 || n_depth < 1 || n_depth + n_max > n_ctx()) {
         throw std::invalid_argument(format("cannot measure %d nodes x %d reps after %d tokens (n_batch %d, n_ctx %d)",
@@ -587,7 +595,8 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         }
         const double t_verify = now_us() - t1;
         st.t_verify_us += t_verify;
-        const double c_n = cost_.n_max() >= t.size() ? cost_.curve()[t.size() - 1] : (double) t.size();
+        cost_.observe_decode(t.size(), t_verify);
+        const double c_n = cost_.n_max() >= t.size() ? cost_.cost(t.size()) : (double) t.size();
         t_unit_ema = t_unit_ema > 0.0 ? 0.9 * t_unit_ema + 0.1 * t_verify / c_n : t_verify / c_n;
 
         // ---- accept, commit, feed the proposer ----

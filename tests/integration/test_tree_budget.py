@@ -7,6 +7,7 @@ import json
 import pytest
 
 from falcon_edge import EdgeFalcon
+from falcon_edge.datasets import load_prompts
 
 PROMPT = "one two three four five one two three four five one two three four five one two three"
 
@@ -52,3 +53,17 @@ def test_cache_drops_curves_of_deleted_models(tiny_path, tmp_path, monkeypatch):
 def test_bad_curve(tiny_path, bad):
     with pytest.raises(ValueError, match="verify_cost"):
         EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, verify_cost=bad)
+
+
+def test_decodes_refine_a_wrong_curve(tiny_path):
+    # a prior that calls verification free: the engine verifies large n-gram trees, times them against one-node
+    # decodes, and its estimate moves toward the real cost (about 3x one node for 16 nodes on this target)
+    llm = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=1024, n_threads=2, verify_cost=[1.0] * 16)
+    eng = llm._native_engine()
+    assert list(eng.verify_cost_estimate()) == [1.0] * 16
+    # chat prompts: until the random target falls into a loop there is no match and the step decodes one node
+    sizes = [llm.generate(p, max_tokens=160).stats.n_nodes_max for p in load_prompts("mt-bench", 6)]
+    assert max(sizes) > 8
+    estimate = list(eng.verify_cost_estimate())
+    assert estimate[0] == 1.0 and max(estimate) > 1.3
+    assert list(eng.verify_cost()) == [1.0] * 16  # the measured prior itself is kept

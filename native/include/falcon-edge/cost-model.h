@@ -1,6 +1,9 @@
 // Hardware-aware tree size. The target's cost of verifying N nodes, c(N) relative to one token,
 // is measured on the running device (engine::measure_verify_cost, cached per model/device/threads
-// by Python); the tree budget is the N that maximizes expected tokens per unit of time:
+// by Python) and refined online by the decodes of every generation (observe_decode: the measured
+// curve is a prior worth PRIOR_WEIGHT decodes of each size), so a curve measured under other load,
+// or a context longer than the probe's, corrects itself. The tree budget is the N that maximizes
+// expected tokens per unit of time:
 //
 //     speed(N) = (1 + E[accepted | N]) / (c(N) + d)      speed(1) = 1 (plain decoding)
 //
@@ -22,10 +25,18 @@ namespace fe {
 
 class cost_model {
 public:
-    // c[i] = cost of verifying i+1 nodes relative to one (c[0] = 1); empty = unknown
-    void set_curve(const std::vector<double> & c) { curve_ = c; }
+    // c[i] = cost of verifying i+1 nodes relative to one (c[0] = 1); empty = unknown. Forgets what
+    // observe_decode learnt.
+    void set_curve(const std::vector<double> & c);
     const std::vector<double> & curve() const { return curve_; }
     int32_t n_max() const { return (int32_t) curve_.size(); }
+
+    // the decode of an n-node tree took `us` microseconds
+    void observe_decode(int32_t n, double us);
+    // the current estimate of c(n), the measured prior blended with what observe_decode saw
+    double cost(int32_t n) const;
+    // microseconds of a one-node decode now (0 until one was observed)
+    double unit_us() const { return unit_us_; }
 
     // largest tree worth drafting before anything is known (the drafter's own budget)
     int32_t draft_budget(int32_t n_nodes_max) const;
@@ -46,6 +57,9 @@ private:
     double best_speed(const std::vector<float> & values, double d, int32_t & best_n) const;
 
     std::vector<double> curve_;
+    std::vector<double> seen_;          // [n_max] running mean of the observed ratios t(n) / t(1)
+    std::vector<double> n_seen_;        // [n_max] their weight (capped, so the estimate keeps moving)
+    double unit_us_      = 0.0;         // running one-node decode time
     double gain_         = 1.0; // running gain of drafting; optimistic until measured
     int32_t n_skipped_   = 0;
     int32_t probe_every_ = 0;     // cycles between probes while drafting does not pay (0: not yet set)

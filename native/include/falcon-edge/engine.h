@@ -60,6 +60,8 @@ public:
     // c[i] = measured cost of verifying i+1 nodes relative to one
     void set_verify_cost(const std::vector<double> & c);
     std::vector<double> verify_cost() const;
+    // the curve as the engine currently estimates it: the measured one refined by the decodes seen
+    std::vector<double> verify_cost_estimate() const;
     // times (microseconds) of one decode of N = 1 .. n_max nodes, each an output, after a context of
     // n_depth tokens: the median one-node time times the median of n_reps ratios of N nodes to one
     // node timed just before; clears the KV cache
