@@ -12,7 +12,7 @@ and converts the result to a falcon-sar GGUF through falcon_edge.convert.
 
 Runs on CPU, or CUDA when torch sees a GPU. Under torchrun (WORLD_SIZE > 1) the model is wrapped in
 DistributedDataParallel and every rank takes every WORLD_SIZE-th batch; rank 0 validates, saves and
-converts. (The DDP path is written for bigger machines and has not been run on one here.)
+converts. The DDP path is tested with 2 CPU ranks (gloo) under torchrun; multi-GPU (NCCL) has not been run here.
 """
 
 from __future__ import annotations
@@ -179,6 +179,30 @@ def _dist_info() -> tuple[int, int]:
     return rank, world
 
 
+def _any_rank(flag: bool, world: int, dev: torch.device) -> bool:
+    """True when `flag` is true on any rank: under DDP every rank must leave the loop at the same step."""
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=dev)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _min_over_ranks(value: int, world: int, dev: torch.device) -> int:
+    if world == 1:
+        return value
+    t = torch.tensor([value], device=dev)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return int(t.item())
+
+
+def rank_batches(batches: list, rank: int, world: int) -> list:
+    """This rank's share of an epoch's batches: every WORLD_SIZE-th, the list first wrapped around to a multiple of
+    WORLD_SIZE so that every rank takes the same number of steps (DDP's all-reduce waits for all of them)."""
+    padded = batches + batches[:(-len(batches)) % world]
+    return padded[rank::world]
+
+
 def split_heldout(sequences, fraction: float, seed: int):
     """(train, heldout): a seeded random `fraction` of conversations (at least one) is held out."""
     idx = list(range(len(sequences)))
@@ -283,10 +307,11 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
     budget_fitted = state is not None and config.time_budget_s > 0
     tokens_seen = 0
     while epoch < config.epochs and not stop:
-        batches = make_batches(train_seqs, config.tokens_per_batch, random.Random(config.seed + epoch))[rank::world]
+        batches = rank_batches(make_batches(train_seqs, config.tokens_per_batch, random.Random(config.seed + epoch)), rank, world)
         model.train()
         while batch_pos < len(batches):
-            over_budget = config.time_budget_s > 0 and elapsed_prev + time.monotonic() - start > config.time_budget_s
+            over_budget = _any_rank(config.time_budget_s > 0 and elapsed_prev + time.monotonic() - start > config.time_budget_s,
+                                    world, dev)
             if step >= total_steps or (max_steps is not None and step >= max_steps) or over_budget:
                 stop = True
                 break
@@ -307,7 +332,7 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
             if config.time_budget_s > 0 and not budget_fitted and step >= 10:
                 # fit the schedules to the time left, from the measured step time
                 per_step = elapsed / 10
-                fitted = int((config.time_budget_s - elapsed_prev) / per_step)
+                fitted = _min_over_ranks(int((config.time_budget_s - elapsed_prev) / per_step), world, dev)
                 total_steps = max(step + 1, min(total_steps, fitted))
                 budget_fitted = True
                 bar.total = total_steps

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -114,3 +117,42 @@ def test_init_from_starts_at_the_earlier_weights(tiny_path, tiny_features, tmp_p
     with pytest.raises(ValueError, match="another drafter shape"):
         trainer.fit(tiny_path, tiny_features, tmp_path / "c", _config(n_ff=32), progress=False, max_steps=0,
                     init_from=tmp_path / "a" / "drafter.pt")
+
+
+def _torchrun_fit(tiny_path, features_dir, work, out, *extra):
+    """`falcon-edge train fit` under torchrun with 2 CPU ranks (gloo), as docs/training.md gives it."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "falcon_edge.cli", "train", "fit", "--target", str(tiny_path), "--work", str(work),
+           "--extra-features", str(features_dir), "--out", str(out), "--outtype", "f32", "--n-ff", "64",
+           "--draft-vocab", "200", "--lr", "3e-3", "--warmup", "2", "--amp", "off", "--threads", "1", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a rank left waiting in an all-reduce hangs: the timeout turns that into a failure
+    return subprocess.run(cmd, cwd=work.parent, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_two_ranks_under_torchrun_take_equal_shares(tiny_path, tiny_features, tmp_path):
+    train_seqs, _ = trainer.split_heldout(features.load_sequences(tiny_features), trainer.TrainConfig().heldout,
+                                          trainer.TrainConfig().seed)
+    # a batch size that gives an odd number of batches: one rank would run out first without the wrap-around
+    tpb = next(t for t in (256, 320, 384, 192, 448, 128) if len(trainer.make_batches(train_seqs, t, random.Random(0))) % 2)
+    n_batches = len(trainer.make_batches(train_seqs, tpb, random.Random(0)))
+    assert [len(trainer.rank_batches(list(range(n_batches)), r, 2)) for r in (0, 1)] == [(n_batches + 1) // 2] * 2
+    out = tmp_path / "ddp.gguf"
+    run = _torchrun_fit(tiny_path, tiny_features, tmp_path / "run", out, "--epochs", "3", "--tokens-per-batch", str(tpb))
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["world_size"] == 2
+    assert report["steps"] == 3 * ((n_batches + 1) // 2), "each rank takes half an epoch's batches per epoch"
+    assert [h["epoch"] for h in report["validation"]] == [1, 2, 3]
+    llm = EdgeFalcon(tiny_path, drafter=out, n_ctx=512, tree_budget=4)
+    plain = EdgeFalcon(tiny_path, n_ctx=512).generate("alpha beta", max_tokens=8, temperature=0)
+    assert llm.generate("alpha beta", max_tokens=8, temperature=0).tokens == plain.tokens
+
+
+def test_two_ranks_stop_together_on_a_time_budget(tiny_path, tiny_features, tmp_path):
+    run = _torchrun_fit(tiny_path, tiny_features, tmp_path / "run", tmp_path / "ddp.gguf", "--epochs", "100000",
+                        "--tokens-per-batch", "128", "--time-budget", "4")
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert 10 <= report["steps"] and report["epochs_done"] < 100000
+    assert report["wall_s"] < 30
