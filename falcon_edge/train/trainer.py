@@ -179,20 +179,13 @@ def _dist_info() -> tuple[int, int]:
     return rank, world
 
 
-def _any_rank(flag: bool, world: int, dev: torch.device) -> bool:
-    """True when `flag` is true on any rank: under DDP every rank must leave the loop at the same step."""
-    if world == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=dev)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def _min_over_ranks(value: int, world: int, dev: torch.device) -> int:
+def _reduce_over_ranks(value: int, op, world: int, dev: torch.device) -> int:
+    """`value` reduced by `op` (a torch.distributed.ReduceOp) over all ranks: under DDP every rank must leave the
+    loop at the same step, so a stop decided from one rank's clock is shared."""
     if world == 1:
         return value
     t = torch.tensor([value], device=dev)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    torch.distributed.all_reduce(t, op=op)
     return int(t.item())
 
 
@@ -296,7 +289,7 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     k = dcfg.block_size
     held_batches = [make_batch([held[j] for j in b], k).to(dev) for b in make_batches(held, config.tokens_per_batch, random.Random(0))]
-    steps_per_epoch = math.ceil(len(make_batches(train_seqs, config.tokens_per_batch, random.Random(0))) / world)
+    steps_per_epoch = len(rank_batches(make_batches(train_seqs, config.tokens_per_batch, random.Random(0)), rank, world))
     if total_steps is None:
         total_steps = steps_per_epoch * config.epochs
     np_rng = np.random.default_rng(config.seed + 1000 * step + rank)
@@ -310,8 +303,8 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
         batches = rank_batches(make_batches(train_seqs, config.tokens_per_batch, random.Random(config.seed + epoch)), rank, world)
         model.train()
         while batch_pos < len(batches):
-            over_budget = _any_rank(config.time_budget_s > 0 and elapsed_prev + time.monotonic() - start > config.time_budget_s,
-                                    world, dev)
+            over_budget = config.time_budget_s > 0 and bool(_reduce_over_ranks(
+                int(elapsed_prev + time.monotonic() - start > config.time_budget_s), torch.distributed.ReduceOp.MAX, world, dev))
             if step >= total_steps or (max_steps is not None and step >= max_steps) or over_budget:
                 stop = True
                 break
@@ -332,7 +325,8 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
             if config.time_budget_s > 0 and not budget_fitted and step >= 10:
                 # fit the schedules to the time left, from the measured step time
                 per_step = elapsed / 10
-                fitted = _min_over_ranks(int((config.time_budget_s - elapsed_prev) / per_step), world, dev)
+                fitted = _reduce_over_ranks(int((config.time_budget_s - elapsed_prev) / per_step),
+                                            torch.distributed.ReduceOp.MIN, world, dev)
                 total_steps = max(step + 1, min(total_steps, fitted))
                 budget_fitted = True
                 bar.total = total_steps

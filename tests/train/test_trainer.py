@@ -134,8 +134,8 @@ def test_two_ranks_under_torchrun_take_equal_shares(tiny_path, tiny_features, tm
     train_seqs, _ = trainer.split_heldout(features.load_sequences(tiny_features), trainer.TrainConfig().heldout,
                                           trainer.TrainConfig().seed)
     # a batch size that gives an odd number of batches: one rank would run out first without the wrap-around
-    tpb = next(t for t in (256, 320, 384, 192, 448, 128) if len(trainer.make_batches(train_seqs, t, random.Random(0))) % 2)
-    n_batches = len(trainer.make_batches(train_seqs, tpb, random.Random(0)))
+    counts = {t: len(trainer.make_batches(train_seqs, t, random.Random(0))) for t in (256, 320, 384, 192, 448, 128)}
+    tpb, n_batches = next((t, n) for t, n in counts.items() if n % 2)
     assert [len(trainer.rank_batches(list(range(n_batches)), r, 2)) for r in (0, 1)] == [(n_batches + 1) // 2] * 2
     out = tmp_path / "ddp.gguf"
     run = _torchrun_fit(tiny_path, tiny_features, tmp_path / "run", out, "--epochs", "3", "--tokens-per-batch", str(tpb))
