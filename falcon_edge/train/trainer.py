@@ -168,6 +168,29 @@ def export_checkpoint(model: FalconDrafter) -> dict:
     return {"config": model.config.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
+def load_init(path: str | os.PathLike) -> dict:
+    """Weights to start a run from, in export_checkpoint's layout: an earlier run's drafter.pt, or a falcon-sar
+    GGUF such as a shipped drafter (its weights dequantized, its d2t kept).
+
+    Raises:
+        FileNotFoundError: if path does not exist.
+        ValueError: if a GGUF is not a falcon-sar drafter.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from {path}: no such file")
+    if path.suffix != ".gguf":
+        return torch.load(path, map_location="cpu", weights_only=False)
+    from falcon_edge.convert.read_gguf import read_drafter_gguf
+    from falcon_edge.convert.tensor_map import to_torch_state_dict
+
+    config, tensors = read_drafter_gguf(path)
+    state = {name: torch.from_numpy(np.asarray(a)) for name, a in to_torch_state_dict(tensors).items()}
+    if "d2t" in state:
+        state["d2t"] = state["d2t"].long()  # [V']
+    return {"config": config.to_dict(), "state_dict": state}
+
+
 # ---- the loop -----------------------------------------------------------------------------------
 
 
@@ -222,7 +245,7 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
         progress: tqdm bar.
         device: torch device (default: cuda when available, else cpu).
         allow_partial: also train on the finished shards of an unfinished extraction.
-        init_from: start from the weights of an earlier run's drafter.pt (same shape and draft vocabulary;
+        init_from: start from the weights of an earlier run's drafter.pt or of a drafter GGUF (same shape and draft vocabulary;
             the optimizer and schedules start fresh), e.g. to continue training with more data.
         max_steps: stop after this many steps in total (an interruption, for tests); the schedules keep
             their full length.
@@ -248,7 +271,7 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
     embed, lm_head = load_target_embeddings(target_gguf)
     ckpt_path = work / CHECKPOINT
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.is_file() else None
-    init = torch.load(init_from, map_location="cpu", weights_only=False) if init_from is not None and state is None else None
+    init = load_init(init_from) if init_from is not None and state is None else None
     if state is not None:
         d2t = np.asarray(state["d2t"]) if state["d2t"] is not None else None
         log.info("resuming from %s at step %d", ckpt_path, state["step"])
@@ -423,6 +446,7 @@ def add_cli(subparsers) -> None:
         s = stages.add_parser(name, help=helptext)
         s.add_argument("--target", required=True, help="registry name or path of the target GGUF")
         s.add_argument("--work", required=True, help="work directory (dataset, features, checkpoints)")
+        s.add_argument("--seed", type=int, default=0, help="random seed (prompt choice and order, initial weights, held-out split)")
         if name in ("prepare", "all"):
             s.add_argument("--data-dir", default=None, help="shared data directory (default: falcon_edge.datasets.data_dir())")
             s.add_argument("--tokens", type=int, default=80000, help="tokens of fixed-response conversations to extract")
@@ -440,7 +464,8 @@ def add_cli(subparsers) -> None:
                            help="another feature directory to train on as well (repeatable)")
             s.add_argument("--allow-partial", action="store_true", help="use the finished shards of unfinished extractions")
             s.add_argument("--init-from", default=None,
-                           help="start from an earlier run's drafter.pt (same shape; fresh optimizer and schedules)")
+                           help="start from an earlier run's drafter.pt or a drafter GGUF, e.g. a shipped one "
+                           "(same shape; fresh optimizer and schedules)")
             s.add_argument("--outtype", default="q8_0", choices=["f32", "f16", "q8_0", "q4_0"],
                            help="weight type of the drafter GGUF")
             s.add_argument("--n-ff", type=int, default=2048, help="SwiGLU width of the drafter")
@@ -458,7 +483,6 @@ def add_cli(subparsers) -> None:
                            help="CSGD (glancing) or EAGLE-1's token-shift objective")
             s.add_argument("--lambda-schedule", default="paper", choices=["paper", "code", "none"],
                            help="glancing ratio schedule (docs/training.md)")
-            s.add_argument("--seed", type=int, default=0, help="random seed")
             s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default); on a "
                            "shared 2-core machine 1 thread was 3-5x faster than 2")
             s.add_argument("--amp", default="bf16", choices=["bf16", "off"], help="bfloat16 autocast for the forward passes")
@@ -480,7 +504,8 @@ def _cli_train(args: argparse.Namespace) -> int:
         llm = EdgeFalcon(target, n_ctx=args.n_ctx)
         prepare(llm, work, data_dir=args.data_dir or data_dir(), token_budget=args.tokens,
                 self_distill_seconds=args.self_distill_seconds, self_distill_prompts=args.self_distill_prompts,
-                self_distill_max_tokens=args.self_distill_max_tokens, n_parallel=args.parallel, max_len=args.max_len)
+                self_distill_max_tokens=args.self_distill_max_tokens, n_parallel=args.parallel, max_len=args.max_len,
+                seed=args.seed)
         llm.close()
     if args.train_stage in ("fit", "all"):
         if args.threads > 0:

@@ -119,6 +119,22 @@ def test_init_from_starts_at_the_earlier_weights(tiny_path, tiny_features, tmp_p
                     init_from=tmp_path / "a" / "drafter.pt")
 
 
+def test_init_from_a_drafter_gguf_takes_its_weights_and_draft_vocabulary(tiny_path, tiny_features, tmp_path):
+    first = trainer.fit(tiny_path, tiny_features, tmp_path / "a", _config(), out_gguf=tmp_path / "a.gguf",
+                        outtype="f32", progress=False)
+    again = trainer.fit(tiny_path, tiny_features, tmp_path / "b", _config(), progress=False, max_steps=0,
+                        init_from=tmp_path / "a.gguf")
+    assert again["validation"][-1]["top1_per_depth"] == first["validation"][-1]["top1_per_depth"]
+    a = torch.load(tmp_path / "a" / "drafter.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "b" / "drafter.pt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys()
+    assert torch.equal(a["d2t"], b["d2t"])
+    assert all(torch.allclose(a[key], b[key], rtol=0, atol=1e-6) for key in a), "f32 GGUF keeps the weights"
+    with pytest.raises(FileNotFoundError, match="missing.gguf"):
+        trainer.fit(tiny_path, tiny_features, tmp_path / "c", _config(), progress=False, max_steps=0,
+                    init_from=tmp_path / "missing.gguf")
+
+
 def _torchrun_fit(tiny_path, features_dir, work, out, *extra):
     """`falcon-edge train fit` under torchrun with 2 CPU ranks (gloo), as docs/training.md gives it."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
