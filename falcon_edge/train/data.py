@@ -74,7 +74,8 @@ class Encoded:
 def _read_json_or_jsonl(path: Path) -> list:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        # split on "\n" only: str.splitlines() also breaks at U+2028 and friends, which JSON leaves unescaped
+        return [json.loads(line) for line in text.split("\n") if line.strip()]
     return json.loads(text)
 
 

@@ -100,6 +100,19 @@ def test_read_allowed_sources_and_mix(shared_data):
         data.read_source("gsm8k-test", shared_data)
 
 
+def test_jsonl_lines_break_at_newlines_only(tmp_path):
+    # JSON leaves U+2028 unescaped; a target's answer held one, and str.splitlines() broke its line in two
+    text = "first\u2028second"
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k" / "train.jsonl").write_text(
+        json.dumps({"question": text, "answer": "4 #### 4"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    rows = data.read_source("gsm8k-train", tmp_path)
+    assert [r["messages"][0]["content"] for r in rows] == [text]
+    data.save_conversations([{**GOOD, "messages": [GOOD["messages"][0], {"role": "assistant", "content": text}]}],
+                            tmp_path / "x.jsonl")
+    assert data.load_conversations(tmp_path / "x.jsonl")[0]["messages"][1]["content"] == text
+
+
 def test_save_roundtrip(tmp_path):
     data.save_conversations([GOOD], tmp_path / "x.jsonl")
     assert data.load_conversations(tmp_path / "x.jsonl") == [GOOD]
