@@ -43,6 +43,16 @@ def test_lr_schedule():
     assert trainer.lr_at(100, 100, cfg) == pytest.approx(1e-4)
 
 
+def test_auto_autocast_takes_bf16_on_a_cpu_only_with_amx():
+    cpu = torch.device("cpu")
+    assert trainer.resolve_amp("auto", cpu, {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}) == "bf16"
+    assert trainer.resolve_amp("auto", cpu, {"avx512f", "avx512_bf16"}) == "off", "AVX512-BF16 alone ran slower"
+    assert trainer.resolve_amp("auto", cpu, set()) == "off"
+    assert trainer.resolve_amp("bf16", cpu, set()) == "bf16" and trainer.resolve_amp("off", cpu, {"amx_bf16"}) == "off"
+    with pytest.raises(ValueError, match="fp8"):
+        trainer.resolve_amp("fp8", cpu)
+
+
 @pytest.fixture(scope="module")
 def tiny_features(tiny_path, tmp_path_factory):
     llm = EdgeFalcon(tiny_path, n_ctx=512)
