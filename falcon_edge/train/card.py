@@ -51,7 +51,7 @@ def render(report: dict, *, name: str, target_name: str, hardware: str, acceptan
               f"{report['data']['conversations_heldout']} held out for validation."), "",
               "## Training", "",
               (f"- {report['steps']} steps, {report['epochs_done']} full epochs, {report['wall_s'] / 60:.1f} min of training "
-              f"+ {((report['data'].get('extract_s') or 0) / 60):.1f} min of feature extraction"),
+              f"+ {((report['data'].get('extract_s') or 0) / 60):.1f} min of feature extraction and self-distillation"),
               f"- hardware: {hardware}; torch device {report['device']}, {report['torch_threads']} thread(s)",
               (f"- AdamW (0.9, 0.95), lr {t['lr']}, {t['warmup_steps']} warmup steps, cosine to {t['min_lr_ratio']}·lr, "
               f"clip by value {t['grad_clip']}, {t['tokens_per_batch']} tokens per batch, autocast {t['amp']}"),

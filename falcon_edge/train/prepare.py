@@ -78,6 +78,7 @@ def prepare(llm, work_dir: str | os.PathLike, *, data_dir: str | os.PathLike, to
     work.mkdir(parents=True, exist_ok=True)
     shares = dict(shares or DEFAULT_SHARES)
     seen = {c["messages"][0]["content"] for path in exclude for c in data.load_conversations(path)}
+    template = "fallback: plain completion 'role: content'" if llm.template.is_fallback else "chat template"
     mix: dict[str, dict[str, int]] = {}
     if token_budget > 0:
         convs = _fixed_mix(llm, work / "dataset.jsonl", data_dir, shares, token_budget, max_len, seed, seen)
@@ -88,8 +89,7 @@ def prepare(llm, work_dir: str | os.PathLike, *, data_dir: str | os.PathLike, to
             row = mix[e.source]
             row["tokens"] = row.get("tokens", 0) + len(e.tokens)
             row["assistant_tokens"] = row.get("assistant_tokens", 0) + int(e.loss_mask.sum())
-        meta = {"target": str(llm.target_path), "mix": mix, "max_len": max_len,
-                "template": "fallback: plain completion 'role: content'" if llm.template.is_fallback else "chat template"}
+        meta = {"target": str(llm.target_path), "mix": mix, "max_len": max_len, "template": template}
         features.extract(llm, encoded, work / FIXED_DIR, shard_size=shard_size, meta=meta, progress=progress)
     if self_distill_seconds > 0:
         rng = random.Random(seed + 1)
@@ -102,7 +102,7 @@ def prepare(llm, work_dir: str | os.PathLike, *, data_dir: str | os.PathLike, to
         out = work / SELF_DISTILLED_DIR
         self_distill.distill(llm, pool, out, max_tokens=self_distill_max_tokens, n_parallel=n_parallel,
                              shard_size=4 * n_parallel, time_budget_s=self_distill_seconds,
-                             meta={"target": str(llm.target_path), "seed": seed}, progress=progress)
+                             meta={"target": str(llm.target_path), "seed": seed, "template": template}, progress=progress)
         with open(out / self_distill.ANSWERS, encoding="utf-8") as f:  # lines end at "\n" only, not at U+2028
             for line in f:
                 row = mix.setdefault(json.loads(line)["source"], {"records": 0, "regenerated": 0})

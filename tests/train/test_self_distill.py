@@ -91,3 +91,21 @@ def test_time_budget_closes_the_directory_at_the_written_shards(llm, tmp_path):
 def test_prompts_over_the_limit_are_skipped_and_none_left_is_an_error(llm, tmp_path):
     with pytest.raises(ValueError, match="no prompt fits max_prompt_tokens=2"):
         self_distill.distill(llm, _convs(), tmp_path / "sd", max_prompt_tokens=2, progress=False)
+
+
+def test_prepare_writes_both_feature_sets_with_their_mix_and_template(llm, tmp_path):
+    from falcon_edge.datasets import data_dir
+    from falcon_edge.train import prepare
+
+    shared = data_dir()
+    if not (shared / "gsm8k" / "train.jsonl").is_file():
+        pytest.skip(f"no shared data at {shared}")
+    dirs = prepare.prepare(llm, tmp_path, data_dir=shared, token_budget=400, self_distill_seconds=0.5,
+                           self_distill_prompts=20, self_distill_max_tokens=4, n_parallel=2, max_len=128, progress=False)
+    assert [d.name for d in dirs] == [prepare.FIXED_DIR, prepare.SELF_DISTILLED_DIR]
+    template = "fallback: plain completion 'role: content'" if llm.template.is_fallback else "chat template"
+    assert [features.read_index(d)["meta"]["template"] for d in dirs] == [template, template]
+    mix = json.loads((tmp_path / "mix.json").read_text())
+    answered = [json.loads(line)["source"] for line in open(dirs[1] / self_distill.ANSWERS, encoding="utf-8")]
+    assert answered and all(mix[s]["regenerated"] == answered.count(s) for s in set(answered))
+    assert sum(len(s.tokens) for s in features.load_sequences(dirs[1])) > 0
