@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,11 @@ import llama_cpp  # noqa: E402,F401  (before falcon_edge: one libllama per proce
 
 from falcon_edge import models  # noqa: E402
 from falcon_edge.datasets import load_prompts  # noqa: E402
+
+# a shell starts background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the Ctrl-C
+# tests (and the servers they start, which inherit the disposition) would never see their SIGINT
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
