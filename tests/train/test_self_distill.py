@@ -106,6 +106,7 @@ def test_prepare_writes_both_feature_sets_with_their_mix_and_template(llm, tmp_p
     template = "fallback: plain completion 'role: content'" if llm.template.is_fallback else "chat template"
     assert [features.read_index(d)["meta"]["template"] for d in dirs] == [template, template]
     mix = json.loads((tmp_path / "mix.json").read_text())
-    answered = [json.loads(line)["source"] for line in open(dirs[1] / self_distill.ANSWERS, encoding="utf-8")]
+    answers = (dirs[1] / self_distill.ANSWERS).read_text(encoding="utf-8").split("\n")
+    answered = [json.loads(line)["source"] for line in answers if line]
     assert answered and all(mix[s]["regenerated"] == answered.count(s) for s in set(answered))
     assert sum(len(s.tokens) for s in features.load_sequences(dirs[1])) > 0
