@@ -74,6 +74,16 @@ def read_drafter_gguf(path: str | os.PathLike) -> tuple[DrafterConfig, dict[str,
     return config, tensors
 
 
+def read_drafter_state(path: str | os.PathLike) -> tuple[DrafterConfig, dict[str, torch.Tensor]]:
+    """The config and FalconDrafter state dict of a falcon-sar GGUF (dequantized weights, `d2t` as stored).
+
+    Raises:
+        ValueError: as read_drafter_gguf.
+    """
+    config, tensors = read_drafter_gguf(path)
+    return config, {name: torch.from_numpy(array) for name, array in to_torch_state_dict(tensors).items()}
+
+
 def load_drafter(path: str | os.PathLike, target_gguf: str | os.PathLike) -> FalconDrafter:
     """A reference FalconDrafter holding exactly the (dequantized) weights of a drafter GGUF.
 
@@ -87,12 +97,11 @@ def load_drafter(path: str | os.PathLike, target_gguf: str | os.PathLike) -> Fal
     Raises:
         ValueError: if the drafter was converted for another target (vocabulary hash differs).
     """
-    config, tensors = read_drafter_gguf(path)
+    config, state = read_drafter_state(path)
     meta = read_target_meta(target_gguf)
     if config.target_vocab_hash != meta["vocab_hash"]:
         raise ValueError(f"drafter target vocab hash ({config.target_vocab_hash}) does not match target vocab hash ({meta['vocab_hash']})")
     embed, lm_head = load_target_embeddings(target_gguf)  # [V, H] each
-    model = FalconDrafter(config, embed, lm_head, d2t=tensors.get(gs.TENSOR_D2T))
-    state = {name: torch.from_numpy(array) for name, array in to_torch_state_dict(tensors).items()}
+    model = FalconDrafter(config, embed, lm_head, d2t=state.get("d2t"))
     model.load_state_dict(state)
     return model.eval()

@@ -71,12 +71,17 @@ class Encoded:
 # ---- the allowed sources ------------------------------------------------------------------------
 
 
+def read_jsonl(path: str | os.PathLike) -> list:
+    """The records of a JSONL file. Lines end at "\n" only: str.splitlines() also breaks at U+2028 and its kin,
+    which JSON leaves unescaped (a target's answer held one)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def _read_json_or_jsonl(path: Path) -> list:
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        # split on "\n" only: str.splitlines() also breaks at U+2028 and friends, which JSON leaves unescaped
-        return [json.loads(line) for line in text.split("\n") if line.strip()]
-    return json.loads(text)
+        return read_jsonl(path)
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _pairs(name: str, rows: list) -> Iterable[tuple[str, str | None]]:

@@ -103,11 +103,10 @@ def prepare(llm, work_dir: str | os.PathLike, *, data_dir: str | os.PathLike, to
         self_distill.distill(llm, pool, out, max_tokens=self_distill_max_tokens, n_parallel=n_parallel,
                              shard_size=4 * n_parallel, time_budget_s=self_distill_seconds,
                              meta={"target": str(llm.target_path), "seed": seed, "template": template}, progress=progress)
-        with open(out / self_distill.ANSWERS, encoding="utf-8") as f:  # lines end at "\n" only, not at U+2028
-            for line in f:
-                row = mix.setdefault(json.loads(line)["source"], {"records": 0, "regenerated": 0})
-                row["records"] += 1
-                row["regenerated"] += 1
+        for answer in data.read_jsonl(out / self_distill.ANSWERS):
+            row = mix.setdefault(answer["source"], {"records": 0, "regenerated": 0})
+            row["records"] += 1
+            row["regenerated"] += 1
     (work / "mix.json").write_text(json.dumps(mix, indent=1))
     return feature_dirs(work)
 

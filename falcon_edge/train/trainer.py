@@ -181,13 +181,9 @@ def load_init(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"--init-from {path}: no such file")
     if path.suffix != ".gguf":
         return torch.load(path, map_location="cpu", weights_only=False)
-    from falcon_edge.convert.read_gguf import read_drafter_gguf
-    from falcon_edge.convert.tensor_map import to_torch_state_dict
+    from falcon_edge.convert.read_gguf import read_drafter_state
 
-    config, tensors = read_drafter_gguf(path)
-    state = {name: torch.from_numpy(np.asarray(a)) for name, a in to_torch_state_dict(tensors).items()}
-    if "d2t" in state:
-        state["d2t"] = state["d2t"].long()  # [V']
+    config, state = read_drafter_state(path)
     return {"config": config.to_dict(), "state_dict": state}
 
 
@@ -421,7 +417,8 @@ def resolve_amp(amp: str, dev: torch.device, cpu_flags: set[str] | None = None) 
 
 
 def _autocast(dev: torch.device, amp: str):
-    if resolve_amp(amp, dev) == "off":
+    """amp: resolved by resolve_amp ("bf16" or "off")."""
+    if amp == "off":
         return contextlib.nullcontext()
     return torch.autocast(dev.type, dtype=torch.bfloat16)
 
