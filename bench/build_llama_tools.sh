@@ -15,7 +15,7 @@ CPU_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 CMAKE_FLAGS=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON "-DCMAKE_C_FLAGS=$CPU_FLAGS" "-DCMAKE_CXX_FLAGS=$CPU_FLAGS"
              -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF)
 # llama-completion is the plain baseline (llama-simple has no thread flag: it runs GGML_DEFAULT_N_THREADS = 4)
-TARGETS=(llama-bench llama-completion llama-speculative-simple llama-quantize)
+TARGETS=(llama-bench llama-completion llama-speculative-simple)
 
 KEY=$(printf '%s %s %s' "$PIN" "${CMAKE_FLAGS[*]}" "$(uname -m)" | sha256sum | cut -c1-16)
 ROOT=${FALCON_EDGE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/falcon-edge/llama-tools}/$KEY

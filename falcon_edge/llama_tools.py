@@ -1,8 +1,7 @@
 """llama.cpp's own command-line tools as benchmark peers: find the built binaries, run them, parse their reports.
 
-``bench/build_llama_tools.sh`` builds ``llama-bench``, ``llama-completion``, ``llama-speculative-simple`` and
-``llama-quantize`` from the llama.cpp inside the pinned llama-cpp-python sdist into
-``~/.cache/falcon-edge/llama-tools/<key>/bin`` and writes the pin into ``<key>/PIN``. :func:`find_bin_dir` takes the
+``bench/build_llama_tools.sh`` builds ``llama-bench``, ``llama-completion`` and ``llama-speculative-simple`` from
+the llama.cpp inside the pinned llama-cpp-python sdist into ``~/.cache/falcon-edge/llama-tools/<key>/bin`` and writes the pin into ``<key>/PIN``. :func:`find_bin_dir` takes the
 directory whose pin matches the installed llama-cpp-python, so the tools always run the llama.cpp our engine links.
 
 Speeds are the tools' own decode-only figures: ``llama-completion``'s ``eval time`` line (one token per run, the
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import llama_cpp
 
-TOOLS = ("llama-bench", "llama-completion", "llama-speculative-simple", "llama-quantize")
+TOOLS = ("llama-bench", "llama-completion", "llama-speculative-simple")
 SPEC_TYPES = ("draft-simple", "ngram-simple", "ngram-cache", "ngram-map-k")
 TIMEOUT_S = 900  # one generation; a stuck tool must not hang the suite
 

@@ -286,7 +286,7 @@ def resolve_model(name_or_path: str | os.PathLike[str], *, progress: bool = True
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``models list``, ``models fetch NAME [--verify]`` and ``models path NAME``.
+    """Registers ``models list``, ``models fetch NAME [--verify]``, ``models path NAME`` and ``models export``.
 
     Each leaf parser sets ``func``, a callable taking the parsed namespace and returning the exit code;
     errors are raised as :class:`~falcon_edge.errors.FalconEdgeError` for the caller's ``main()`` to report.
@@ -306,6 +306,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     path_parser = commands.add_parser("path", help="print a model's cached path, fetching it if needed")
     path_parser.add_argument("name", help=f"registry name, e.g. {DEFAULT_TARGET}")
     path_parser.set_defaults(func=_cli_fetch, verify=False)
+    export_parser = commands.add_parser(
+        "export", help="write a model again at another weight type (same weights, e.g. Q4_K_M -> F16) and print its path"
+    )
+    export_parser.add_argument("name", help="registry name or GGUF path")
+    export_parser.add_argument("--type", required=True, dest="ftype", help="weight type, e.g. Q8_0 or F16")
+    export_parser.add_argument("--out", default=None, help="output file (default: beside the source, named after it)")
+    export_parser.add_argument("--threads", type=int, default=0, help="quantizer threads (default 0: every core)")
+    export_parser.add_argument("--force", action="store_true", help="write the file again when it exists")
+    export_parser.set_defaults(func=_cli_export)
 
 
 def _cli_list(args: argparse.Namespace) -> int:
@@ -321,6 +330,18 @@ def _cli_list(args: argparse.Namespace) -> int:
 
 def _cli_fetch(args: argparse.Namespace) -> int:
     print(fetch(args.name, verify=args.verify))
+    return 0
+
+
+def _cli_export(args: argparse.Namespace) -> int:
+    from falcon_edge import requantize
+
+    requantize.ftype_id(args.ftype)
+    src = resolve_model(args.name)
+    dst = Path(args.out) if args.out else requantize.variant_path(src, args.ftype)
+    if args.force or not dst.is_file():
+        requantize.requantize(src, dst, args.ftype, args.threads)
+    print(dst)
     return 0
 
 
