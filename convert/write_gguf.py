@@ -204,7 +204,18 @@ def _encode(name: str, array: np.ndarray, qtype: Q) -> tuple[np.ndarray, Q]:
     return gguf.quants.quantize(array.astype(np.float32), qtype), qtype
 
 
-def _write(out_path: Path, config: DrafterConfig, tensors: Mapping[str, np.ndarray], qtype: Q, tree_parents, progress: bool) -> None:
+def _check_accept_rates(accept_rates: Sequence[float]) -> list[float]:
+    rates = [float(r) for r in accept_rates]
+    if len(rates) != gs.N_ACCEPT_KEYS:
+        raise ConversionError(f"accept_rates must hold {gs.N_ACCEPT_KEYS} rates (one per acceptance key), got {len(rates)}")
+    for i, r in enumerate(rates):
+        if not 0.0 <= r <= 1.0:
+            raise ConversionError(f"accept_rates[{i}] = {r} is not a rate in [0, 1]")
+    return rates
+
+
+def _write(out_path: Path, config: DrafterConfig, tensors: Mapping[str, np.ndarray], qtype: Q, tree_parents,
+           accept_rates, progress: bool) -> None:
     writer = gguf.GGUFWriter(os.fspath(out_path), arch=gs.ARCH)
     writer.add_uint32(gs.KEY_BLOCK_SIZE, config.block_size)
     writer.add_uint32(gs.KEY_BLOCK_COUNT, config.n_layer)
@@ -224,6 +235,8 @@ def _write(out_path: Path, config: DrafterConfig, tensors: Mapping[str, np.ndarr
     writer.add_string(gs.KEY_TARGET_VOCAB_HASH, config.target_vocab_hash)
     if tree_parents:
         writer.add_key_value(gs.KEY_TREE_PARENTS, tree_parents, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.INT32)
+    if accept_rates:
+        writer.add_key_value(gs.KEY_ACCEPT_RATES, accept_rates, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.FLOAT32)
     writer.add_file_type(_FILE_TYPES[qtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for name, array in tqdm(tensors.items(), desc="quantizing", unit="tensor", disable=not progress):
@@ -245,6 +258,7 @@ def run(
     fusion: str | None = None,
     draft_vocab: Sequence[int] | np.ndarray | None = None,
     tree_parents: Sequence[int] | None = None,
+    accept_rates: Sequence[float] | None = None,
     progress: bool = True,
 ) -> Path:
     """Convert a drafter checkpoint into a falcon-sar GGUF for one target.
@@ -260,6 +274,9 @@ def run(
         draft_vocab: target ids of a reduced draft vocabulary (d2t), replacing the checkpoint's.
         tree_parents: the tuned decoding tree, a parent index per node (-1 = root), written as
             `falcon-sar.tree.parents`.
+        accept_rates: held-out P(accepted | parent accepted) per acceptance key (train/calibration.py), written as
+            `falcon-sar.acceptance.rates`; default the checkpoint's own ``accept_rates`` (FalconDrafter's format),
+            else none.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -274,7 +291,11 @@ def run(
     if not Path(target_gguf).is_file():
         raise FileNotFoundError(f"target {target_gguf} does not exist")
     meta = read_target_meta(target_gguf)
-    config, tensors = load_checkpoint(checkpoint, meta, fusion=fusion)
+    obj = _load(checkpoint)
+    config, tensors = load_checkpoint(obj, meta, fusion=fusion)
+    if accept_rates is None and "config" in obj:
+        accept_rates = obj.get("accept_rates")
+    rates = _check_accept_rates(accept_rates) if accept_rates is not None else None
     if block_size is not None:
         config = dataclasses.replace(config, block_size=block_size)
     if draft_vocab is not None:
@@ -286,6 +307,6 @@ def run(
         raise ConversionError(str(e)) from e
     ordered = {name: tensors[name] for name in expected_shapes(config)}
     out_path = Path(out_path)
-    _write(out_path, config, ordered, OUTTYPES[outtype], parents, progress)
+    _write(out_path, config, ordered, OUTTYPES[outtype], parents, rates, progress)
     return out_path
 

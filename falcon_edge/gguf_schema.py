@@ -34,6 +34,15 @@ KEY_TARGET_VOCAB_HASH = f"{ARCH}.target.vocab_hash"  # string, vocab_hash() of t
 # ---- optional: the decoding tree the drafter was tuned with (parent index per node, -1 = root) ---
 KEY_TREE_PARENTS = f"{ARCH}.tree.parents"  # i32 array
 
+# ---- optional: the drafter's calibration, measured on held-out data when it was trained ------------
+# A drafted node's acceptance key is its drafter probability bin x its depth (1, or 2 and deeper); the engine
+# learns P(accepted | parent accepted) per key online and starts from these rates where the file has them
+# (falcon_edge/train/calibration.py measures them; float32 comparisons, as the engine bins).
+ACCEPT_PROB_EDGES = (0.1, 0.2, 0.35, 0.5, 0.7)  # upper edges of every probability bin but the last
+ACCEPT_DEPTH_KEYS = 2
+N_ACCEPT_KEYS = ACCEPT_DEPTH_KEYS * (len(ACCEPT_PROB_EDGES) + 1)
+KEY_ACCEPT_RATES = f"{ARCH}.acceptance.rates"  # f32 [N_ACCEPT_KEYS], depth-major, each in [0, 1]
+
 FUSION_LSTM = "lstm"  # Falcon: 2-layer LSTM 2H -> H run per position from a zero state
 FUSION_LINEAR = "linear"  # EAGLE-1: Linear(2H -> H)
 FUSIONS = (FUSION_LSTM, FUSION_LINEAR)

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .calibration import CANDIDATES, AcceptCounts
+
 OBJECTIVES = ("csgd", "token-shift")
 LAMBDA_SCHEDULES = ("paper", "code", "none")
 
@@ -295,7 +297,8 @@ def evaluate(model, batches, k: int) -> dict:
 
     Position i ≡ j (mod k) predicts depth j + 1 below the last committed token. Reports top-1 agreement
     with the target's greedy token per depth, the chance that a depth-2 token is right given depth 1
-    is (k ≥ 2), and α = the mean top-1 agreement over depths.
+    is (k ≥ 2), α = the mean top-1 agreement over depths, and the acceptance rate per engine key
+    (``accept_rates``, calibration.AcceptCounts; ``accept_trials`` counts its trials).
 
     Args:
         model: the drafter; batches: iterable of Batch on the model's device; k: block size.
@@ -305,6 +308,7 @@ def evaluate(model, batches, k: int) -> dict:
     counts = np.zeros(k)
     both, first = 0, 0
     loss_sum, n_loss = 0.0, 0
+    accept = AcceptCounts()
     for batch in batches:
         pred = core(batch.feat, batch.tokens)  # [B, T, H]
         t = batch.feat.shape[1]
@@ -313,6 +317,13 @@ def evaluate(model, batches, k: int) -> dict:
         logits_d = core.logits(pred[batch.valid])
         ok = torch.zeros_like(batch.valid)
         ok[batch.valid] = logits_d.argmax(-1) == logits_t.argmax(-1)
+        n_cand = min(CANDIDATES, logits_d.shape[-1])
+        top_p, top_id = torch.softmax(logits_d.float(), -1).topk(n_cand, -1)  # [n, C]
+        cand_p = torch.zeros(*batch.valid.shape, n_cand, device=pred.device)  # [B, T, C]
+        cand_hit = torch.zeros(*batch.valid.shape, n_cand, dtype=torch.bool, device=pred.device)  # [B, T, C]
+        cand_p[batch.valid] = top_p
+        cand_hit[batch.valid] = top_id == logits_t.argmax(-1, keepdim=True)
+        accept.add(cand_p, cand_hit, batch.valid, k)
         loss_sum += F.smooth_l1_loss(pred[batch.valid], batch.target[batch.valid], reduction="none").mean(-1).sum().item()
         n_loss += int(batch.valid.sum())
         for j in range(k):
@@ -329,4 +340,5 @@ def evaluate(model, batches, k: int) -> dict:
     top1 = [float(h / c) if c else math.nan for h, c in zip(hits, counts)]
     return {"top1_per_depth": top1, "alpha": float(np.nansum(hits) / max(np.sum(counts), 1)),
             "p_depth2_given_1": float(both / first) if first else math.nan,
-            "reg_loss": loss_sum / max(n_loss, 1), "positions": int(counts.sum())}
+            "reg_loss": loss_sum / max(n_loss, 1), "positions": int(counts.sum()),
+            "accept_rates": accept.rates(), "accept_trials": accept.trials.tolist()}

@@ -163,9 +163,11 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export_checkpoint(model: FalconDrafter) -> dict:
-    """The converter's checkpoint: {"config", "state_dict"} (d2t travels inside the state dict)."""
-    return {"config": model.config.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+def export_checkpoint(model: FalconDrafter, accept_rates: list[float]) -> dict:
+    """The converter's checkpoint: {"config", "state_dict", "accept_rates"} (d2t travels inside the state dict;
+    accept_rates are the held-out rates per acceptance key of the final validation, calibration.py)."""
+    return {"config": model.config.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "accept_rates": accept_rates}
 
 
 def load_init(path: str | os.PathLike) -> dict:
@@ -373,7 +375,7 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
         history.append(_validate(model, held_batches, k, epoch, step, dev, config.amp))
     _save_checkpoint(ckpt_path, model, opt, step, epoch, batch_pos, history, total_steps, wall, d2t)
     final = work / "drafter.pt"
-    _save_atomic(export_checkpoint(model), final)
+    _save_atomic(export_checkpoint(model, history[-1]["accept_rates"]), final)
     report = {"target": str(target_gguf), "drafter": dcfg.to_dict(), "train": {**asdict(config), "csgd": asdict(config.csgd)},
               "trainable_params": n_params, "steps": step, "epochs_done": epoch, "wall_s": wall,
               "device": str(dev), "world_size": world, "torch_threads": torch.get_num_threads(),

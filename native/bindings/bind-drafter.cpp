@@ -48,6 +48,7 @@ nb::dict hparams_dict(const fe::drafter_hparams & hp) {
     d["target_n_vocab"]    = hp.target_n_vocab;
     d["target_vocab_hash"] = hp.target_vocab_hash;
     d["tree_parents"]      = hp.tree_parents;
+    d["accept_rates"]      = hp.accept_rates;
     return d;
 }
 

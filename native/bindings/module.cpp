@@ -188,6 +188,10 @@ NB_MODULE(_native, m) {
     nb::exception<fe::aborted>(m, "GenerationAborted", base);
 
     m.def("gguf_schema", &fe::gguf_schema::all);
+    m.def("accept_key", &fe::gguf_schema::accept_key, nb::arg("prob"), nb::arg("depth"));
+    m.def("accept_prob_edges", []() {
+        return std::vector<float>(std::begin(fe::gguf_schema::ACCEPT_PROB_EDGES), std::end(fe::gguf_schema::ACCEPT_PROB_EDGES));
+    });
     m.def("llama_system_info", []() { return std::string(llama_print_system_info()); });
 
     bind_params(m);

@@ -152,6 +152,29 @@ std::vector<int32_t> get_tree_parents(const gguf_file & f) {
     return parents;
 }
 
+std::vector<float> get_accept_rates(const gguf_file & f) {
+    std::vector<float> rates;
+    if (gguf_find_key(f.gguf.get(), gs::KEY_ACCEPT_RATES) < 0) {
+        return rates;
+    }
+    const int64_t id = require_key(f, gs::KEY_ACCEPT_RATES, GGUF_TYPE_ARRAY);
+    const size_t n = gguf_get_arr_n(f.gguf.get(), id);
+    if (gguf_get_arr_type(f.gguf.get(), id) != GGUF_TYPE_FLOAT32 || n != (size_t) gs::N_ACCEPT_KEYS) {
+        throw incompatible_drafter(format("drafter file '%s': %s must be an f32 array of %d rates, got %zu entries of type %s",
+                                          f.path.c_str(), gs::KEY_ACCEPT_RATES, gs::N_ACCEPT_KEYS, n,
+                                          gguf_type_name(gguf_get_arr_type(f.gguf.get(), id))));
+    }
+    const float * data = (const float *) gguf_get_arr_data(f.gguf.get(), id);
+    rates.assign(data, data + n);
+    for (size_t i = 0; i < n; ++i) {
+        if (!(rates[i] >= 0.0f && rates[i] <= 1.0f)) {
+            throw incompatible_drafter(format("drafter file '%s': %s[%zu] = %g is not a rate in [0, 1]", f.path.c_str(),
+                                              gs::KEY_ACCEPT_RATES, i, rates[i]));
+        }
+    }
+    return rates;
+}
+
 fusion_kind parse_fusion(const gguf_file & f) {
     const std::string fusion = get_str(f, gs::KEY_FUSION);
     if (fusion == gs::FUSION_LSTM) {
@@ -188,6 +211,7 @@ drafter_hparams read_hparams(const gguf_file & f) {
     hp.target_vocab_hash = get_str(f, gs::KEY_TARGET_VOCAB_HASH);
     hp.n_vocab_draft  = get_u32(f, gs::KEY_DRAFT_VOCAB_SIZE, 0, hp.target_n_vocab);
     hp.tree_parents   = get_tree_parents(f);
+    hp.accept_rates   = get_accept_rates(f);
 
     const char * path = f.path.c_str();
     if (hp.rope_mode != 0 && hp.rope_mode != GGML_ROPE_TYPE_NEOX) {

@@ -1,30 +1,21 @@
 // Falcon tree growth: context pass, Cartesian k-blocks, expansion passes.
 #include "falcon-edge/falcon-proposer.h"
+#include "falcon-edge/gguf-schema.h"
 
 #include <algorithm>
 #include <cmath>
 
 namespace fe {
 
-// acceptance keys: drafter probability bin x depth 1 / 2+ (few keys: each must be learned online)
-static constexpr float   PROB_EDGES[] = {0.1f, 0.2f, 0.35f, 0.5f, 0.7f}; // bin upper edges but the last
-static constexpr int32_t N_PROB_KEYS  = (int32_t) (sizeof(PROB_EDGES) / sizeof(PROB_EDGES[0])) + 1;
-static constexpr int32_t N_DEPTH_KEYS = 2;
+namespace gs = gguf_schema;
+
 // the drafter's calibration is a property of drafter and target: a long memory (~1000 verified trees)
 static constexpr double STATS_DECAY = 0.999;
 // dynamic tree: block-completing nodes less likely than this are not expanded by a further pass
 static constexpr float EXPAND_MIN_VALUE = 0.05f;
 
-static int32_t drafter_key(float prob, int32_t depth) {
-    int32_t bin = 0;
-    while (bin < N_PROB_KEYS - 1 && prob >= PROB_EDGES[bin]) {
-        ++bin;
-    }
-    return (std::min(depth, N_DEPTH_KEYS) - 1) * N_PROB_KEYS + bin;
-}
-
 falcon_proposer::falcon_proposer(std::unique_ptr<drafter> dft)
-    : dft_(std::move(dft)), stats_(N_PROB_KEYS * N_DEPTH_KEYS, STATS_DECAY) {}
+    : dft_(std::move(dft)), stats_(gs::N_ACCEPT_KEYS, STATS_DECAY) {}
 
 void falcon_proposer::observe(const tree & t, const std::vector<int32_t> & path) {
     stats_.observe(t, path, ORIGIN_DRAFTER);
@@ -99,8 +90,10 @@ void falcon_proposer::add_block(tree & t, int32_t node, int32_t shape, int32_t b
                 }
                 const auto & cand = rows[j][rank];
                 const llama_token id = dft_->draft_to_target(cand.first);
-                const int32_t key = drafter_key(cand.second, t.depth[u] + 1);
-                const float value = t.value[u] * stats_.rate(key, cand.second);
+                const int32_t key = gs::accept_key(cand.second, t.depth[u] + 1);
+                // the prior: the drafter file's held-out rate of the key, else the drafter's own probability
+                const float prior = hp.accept_rates.empty() ? cand.second : hp.accept_rates[key];
+                const float value = t.value[u] * stats_.rate(key, prior);
                 deeper.push_back({tree_add(t, u, id, value, ORIGIN_DRAFTER, key), child});
             }
         }

@@ -33,6 +33,7 @@ std::map<std::string, std::string> all() {
         {"KEY_TARGET_N_VOCAB",       KEY_TARGET_N_VOCAB},
         {"KEY_TARGET_VOCAB_HASH",    KEY_TARGET_VOCAB_HASH},
         {"KEY_TREE_PARENTS",         KEY_TREE_PARENTS},
+        {"KEY_ACCEPT_RATES",         KEY_ACCEPT_RATES},
         {"FUSION_LSTM",              FUSION_LSTM},
         {"FUSION_LINEAR",            FUSION_LINEAR},
         {"TENSOR_LSTM_WEIGHT",       TENSOR_LSTM_WEIGHT},

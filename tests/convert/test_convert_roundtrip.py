@@ -197,8 +197,23 @@ def test_draft_vocab_argument_replaces_the_map(tmp_path, tiny_target, tiny_meta)
             run(checkpoint_of(model), tiny_target.path, tmp_path / "bad.gguf", draft_vocab=bad, progress=False)
 
 
+def test_accept_rates_come_from_the_argument_or_the_checkpoint(tmp_path, tiny_target, tiny_meta):
+    model = make_tiny_drafter(tiny_target, tiny_meta)
+    rates = [i / (gs.N_ACCEPT_KEYS - 1) for i in range(gs.N_ACCEPT_KEYS)]
+    plain = run(checkpoint_of(model), tiny_target.path, tmp_path / "plain.gguf", progress=False)
+    assert gs.KEY_ACCEPT_RATES not in fields_of(plain)  # optional: a drafter without calibration has no key
+    given = run(checkpoint_of(model), tiny_target.path, tmp_path / "given.gguf", accept_rates=rates, progress=False)
+    assert fields_of(given)[gs.KEY_ACCEPT_RATES] == pytest.approx(rates)
+    reader = gguf.GGUFReader(given)
+    assert reader.get_field(gs.KEY_ACCEPT_RATES).types == [gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.FLOAT32]
+    own = run({**checkpoint_of(model), "accept_rates": rates[::-1]}, tiny_target.path, tmp_path / "own.gguf", progress=False)
+    assert fields_of(own)[gs.KEY_ACCEPT_RATES] == pytest.approx(rates[::-1])
+
+
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"tree_parents": [-1, 1]}, ConversionError, "tree node 1 has parent 1: must be -1 .* or an earlier node"),
+    ({"accept_rates": [0.5] * 3}, ConversionError, r"accept_rates must hold 12 rates \(one per acceptance key\), got 3"),
+    ({"accept_rates": [0.5] * 11 + [1.5]}, ConversionError, r"accept_rates\[11\] = 1.5 is not a rate in \[0, 1\]"),
     ({"outtype": "q4_k"}, ConversionError, "outtype must be one of f32, f16, q8_0, q4_0, got 'q4_k'"),
 ])
 def test_invalid_arguments_are_refused(tmp_path, tiny_target, tiny_meta, kwargs, error, message):

@@ -12,6 +12,7 @@ import pytest
 from helpers.tiny_drafter import checkpoint_of, make_tiny_drafter
 
 from falcon_edge import EdgeFalcon
+from falcon_edge import gguf_schema as gs
 from falcon_edge.config import SpecConfig
 from falcon_edge.convert import run as write_drafter
 from falcon_edge.datasets import load_prompts
@@ -69,6 +70,23 @@ def test_calibrated_ngram_trees_pay_under_a_steep_curve(tiny_path, prompts):
     assert tau > 1.4
     # what is verified is mostly accepted: the learned values keep failing matches out of the trees
     assert sum(s.n_accepted for s in stats) > 0.6 * sum(s.n_drafted for s in stats)
+
+
+@pytest.mark.parametrize(("rates", "drafts"), [(None, False), (1.0, True), (0.0, False)])
+def test_the_drafter_files_rates_value_the_first_trees(tiny_path, tiny_target, tmp_path, rates, drafts):
+    # a fresh engine values drafted nodes by the file's held-out acceptance rates where it has them: rates of 1 make
+    # the first trees pay under the steep curve, where the random drafter's own low probabilities (the prior without
+    # rates) and rates of 0 do not; with calibration the drafter is then learned online as before
+    model = make_tiny_drafter(tiny_target, read_target_meta(tiny_target.path), seed=7, block_size=2, n_layer=1)
+    accept_rates = None if rates is None else [rates] * gs.N_ACCEPT_KEYS
+    path = write_drafter(checkpoint_of(model), tiny_target.path, tmp_path / "d.gguf", outtype="f32",
+                         accept_rates=accept_rates, progress=False)
+    llm = EdgeFalcon(tiny_path, drafter=path, n_ctx=512, n_threads=2, verify_cost=STEEP, spec=SpecConfig(ngram_branches=0))
+    prompt = load_prompts("mt-bench", 1)[0]
+    plain = llm.generate(prompt, max_tokens=6, speculative=False)
+    spec = llm.generate(prompt, max_tokens=6)
+    assert spec.tokens == plain.tokens
+    assert (spec.stats.n_drafted > 0) == drafts
 
 
 def test_drafter_that_does_not_pay_is_probed_ever_less_often(tiny_path, drafter_path):

@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from falcon_edge import gguf_schema as gs
+from falcon_edge.train.calibration import CANDIDATES
 from falcon_edge.train.csgd import (
     CSGDConfig,
     add_noise,
@@ -233,3 +235,9 @@ def test_evaluate_reports_per_depth():
     res = evaluate(model, [_fixed_batch()], 2)
     assert len(res["top1_per_depth"]) == 2 and 0.0 <= res["alpha"] <= 1.0
     assert res["positions"] == int(_fixed_batch().valid.sum())
+    # depth 1: every valid even position tries CANDIDATES drafted tokens; depth 2 only under an accepted one
+    n_depth1 = int(_fixed_batch().valid[:, 0::2].sum())
+    trials = np.array(res["accept_trials"]).reshape(2, -1).sum(-1)
+    assert trials[0] == n_depth1 * CANDIDATES  # 64 > CANDIDATES tokens in the vocabulary
+    assert 0 <= trials[1] <= trials[0]
+    assert len(res["accept_rates"]) == gs.N_ACCEPT_KEYS and all(0.0 <= r <= 1.0 for r in res["accept_rates"])

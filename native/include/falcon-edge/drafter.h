@@ -39,6 +39,7 @@ struct drafter_hparams {
     std::string target_vocab_hash;    // "fnv1a64:%016x", see vocab_hash()
 
     std::vector<int32_t> tree_parents; // [n_nodes], the tree the drafter was tuned with, -1 = root; may be empty
+    std::vector<float>   accept_rates; // [N_ACCEPT_KEYS], held-out P(accepted | parent accepted) per key; may be empty
 };
 
 struct drafter_params {

@@ -34,6 +34,23 @@ inline constexpr const char * KEY_TARGET_VOCAB_HASH = "falcon-sar.target.vocab_h
 
 inline constexpr const char * KEY_TREE_PARENTS = "falcon-sar.tree.parents"; // i32 array, optional
 
+// optional: the drafter's calibration measured on held-out data. A drafted node's acceptance key is its drafter
+// probability bin x its depth (1, or 2 and deeper); see accept_key()
+inline constexpr float ACCEPT_PROB_EDGES[] = {0.1f, 0.2f, 0.35f, 0.5f, 0.7f}; // upper edges of every bin but the last
+inline constexpr int   ACCEPT_PROB_BINS    = (int) (sizeof(ACCEPT_PROB_EDGES) / sizeof(ACCEPT_PROB_EDGES[0])) + 1;
+inline constexpr int   ACCEPT_DEPTH_KEYS   = 2;
+inline constexpr int   N_ACCEPT_KEYS       = ACCEPT_DEPTH_KEYS * ACCEPT_PROB_BINS;
+inline constexpr const char * KEY_ACCEPT_RATES = "falcon-sar.acceptance.rates"; // f32 [N_ACCEPT_KEYS], depth-major
+
+// the acceptance key of a drafted node of drafter probability `prob` at `depth` >= 1 below the root
+inline int accept_key(float prob, int depth) {
+    int bin = 0;
+    while (bin < ACCEPT_PROB_BINS - 1 && prob >= ACCEPT_PROB_EDGES[bin]) {
+        ++bin;
+    }
+    return ((depth < ACCEPT_DEPTH_KEYS ? depth : ACCEPT_DEPTH_KEYS) - 1) * ACCEPT_PROB_BINS + bin;
+}
+
 inline constexpr const char * FUSION_LSTM   = "lstm";
 inline constexpr const char * FUSION_LINEAR = "linear";
 inline constexpr int          LSTM_LAYERS   = 2;
