@@ -41,6 +41,7 @@ from .target_weights import load_target_embeddings, read_target_meta
 log = logging.getLogger("falcon_edge.train")
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # the drafter of the best validation so far (export_checkpoint's layout plus "validation")
 
 
 @dataclass
@@ -249,7 +250,8 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
             their full length.
 
     Returns:
-        the report: configuration, data, steps, wall time, coverage and validation per epoch.
+        the report: configuration, data, steps, wall time, coverage, validation per epoch and the selected
+        validation ("selected": the best α; its drafter is the one exported to drafter.pt and out_gguf).
     """
     from tqdm import tqdm
 
@@ -364,7 +366,7 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
             epoch += 1
             batch_pos = 0
             if rank == 0:
-                history.append(_validate(model, held_batches, k, epoch, step, dev, config.amp))
+                _record_validation(work, model, history, _validate(model, held_batches, k, epoch, step, dev, config.amp))
                 _save_checkpoint(ckpt_path, model, opt, step, epoch, batch_pos, history, total_steps,
                                  elapsed_prev + time.monotonic() - start, d2t)
     bar.close()
@@ -372,10 +374,15 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
     if rank != 0:
         return {}
     if not history or history[-1]["step"] != step:
-        history.append(_validate(model, held_batches, k, epoch, step, dev, config.amp))
+        _record_validation(work, model, history, _validate(model, held_batches, k, epoch, step, dev, config.amp))
     _save_checkpoint(ckpt_path, model, opt, step, epoch, batch_pos, history, total_steps, wall, d2t)
     final = work / "drafter.pt"
-    _save_atomic(export_checkpoint(model, history[-1]["accept_rates"]), final)
+    best = torch.load(work / BEST, map_location="cpu", weights_only=False)
+    selected = best.pop("validation")
+    if selected["step"] != step:
+        log.info("keeping the drafter of epoch %d (step %d, alpha %.3f): the last validation scored alpha %.3f",
+                 selected["epoch"], selected["step"], selected["alpha"], history[-1]["alpha"])
+    _save_atomic(best, final)
     report = {"target": str(target_gguf), "drafter": dcfg.to_dict(), "train": {**asdict(config), "csgd": asdict(config.csgd)},
               "trainable_params": n_params, "steps": step, "epochs_done": epoch, "wall_s": wall,
               "device": str(dev), "world_size": world, "torch_threads": torch.get_num_threads(),
@@ -383,7 +390,8 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
                        "tokens_train": int(sum(len(s.tokens) for s in train_seqs)), "mix": index.get("meta", {}).get("mix"),
                        "template": index.get("meta", {}).get("template"),
                        "extract_s": index.get("timing", {}).get("extract_s")},
-              "draft_vocab_coverage": {str(v): c for v, c in cov.items()}, "validation": history}
+              "draft_vocab_coverage": {str(v): c for v, c in cov.items()}, "validation": history,
+              "selected": {key: selected[key] for key in ("epoch", "step", "alpha")}}
     if out_gguf is not None:
         from falcon_edge.convert.write_gguf import run as convert_run
 
@@ -449,6 +457,17 @@ def _validate(model, held_batches, k: int, epoch: int, step: int, dev: torch.dev
     log.info("validation epoch %d step %d: alpha %.3f, top-1 per depth %s, P(d2|d1) %.3f", epoch, step, res["alpha"],
              ", ".join(f"{x:.3f}" for x in res["top1_per_depth"]), res["p_depth2_given_1"])
     return res
+
+
+def _record_validation(work: Path, model, history: list[dict], res: dict) -> None:
+    """Appends a validation to the history and keeps the drafter in work/BEST when it has the best α so far (the first
+    of equals). Training continues from the current weights either way; fit exports the best drafter at the end."""
+    best_path = work / BEST
+    best_alpha = max((h["alpha"] for h in history if h.get("kept")), default=-math.inf) if best_path.is_file() else -math.inf
+    res["kept"] = res["alpha"] > best_alpha
+    history.append(res)
+    if res["kept"]:
+        _save_atomic({**export_checkpoint(model, res["accept_rates"]), "validation": res}, best_path)
 
 
 def _save_checkpoint(path, model, opt, step, epoch, batch_pos, history, total_steps, elapsed, d2t) -> None:
@@ -544,9 +563,10 @@ def _cli_train(args: argparse.Namespace) -> int:
         report = fit(target, [*feature_dirs(work), *args.extra_features], work, config, out_gguf=args.out,
                      outtype=args.outtype, allow_partial=args.allow_partial, init_from=args.init_from)
         if report:
-            last = report["validation"][-1]
-            print(f"steps {report['steps']}, {report['wall_s']:.0f} s, held-out alpha {last['alpha']:.3f}, "
-                  f"top-1 per depth {', '.join(f'{x:.3f}' for x in last['top1_per_depth'])}")
+            kept = next(h for h in report["validation"] if h["step"] == report["selected"]["step"])
+            print(f"steps {report['steps']}, {report['wall_s']:.0f} s, exported the drafter of epoch {kept['epoch']} "
+                  f"(step {kept['step']}): held-out alpha {kept['alpha']:.3f}, "
+                  f"top-1 per depth {', '.join(f'{x:.3f}' for x in kept['top1_per_depth'])}")
             if args.out:
                 print(f"wrote {args.out} ({report['gguf']['bytes'] / 1e6:.1f} MB)")
     return 0

@@ -9,11 +9,12 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import gguf
 import numpy as np
 import pytest
 import torch
 
-from falcon_edge import EdgeFalcon
+from falcon_edge import EdgeFalcon, gguf_schema
 from falcon_edge.train import data, features, trainer
 from falcon_edge.train.csgd import CSGDConfig
 
@@ -75,6 +76,11 @@ def _config(**kw):
     return trainer.TrainConfig(**base)
 
 
+def _selected(report: dict) -> dict:
+    """The validation whose drafter fit exported."""
+    return next(h for h in report["validation"] if h["step"] == report["selected"]["step"])
+
+
 def test_fit_converts_and_the_drafter_loads(tiny_path, tiny_features, tmp_path):
     out = tmp_path / "drafter.gguf"
     report = trainer.fit(tiny_path, tiny_features, tmp_path / "run", _config(), out_gguf=out, outtype="f32", progress=False)
@@ -84,6 +90,11 @@ def test_fit_converts_and_the_drafter_loads(tiny_path, tiny_features, tmp_path):
     assert json.loads((tmp_path / "run" / "report.json").read_text())["steps"] == report["steps"]
     ckpt = torch.load(tmp_path / "run" / "drafter.pt", weights_only=False)
     assert ckpt["config"]["draft_vocab_size"] == 200 and ckpt["state_dict"]["d2t"].shape == (200,)
+    # the exported drafter is the best validation's, with that validation's calibration in the file
+    best = max(report["validation"], key=lambda h: h["alpha"])
+    assert report["selected"] == {"epoch": best["epoch"], "step": best["step"], "alpha": best["alpha"]}
+    assert [h["kept"] for h in report["validation"]][0] and ckpt["accept_rates"] == best["accept_rates"]
+    assert gguf.GGUFReader(out).get_field(gguf_schema.KEY_ACCEPT_RATES).contents() == pytest.approx(best["accept_rates"])
     llm = EdgeFalcon(tiny_path, drafter=out, n_ctx=512, tree_budget=4)
     res = llm.generate("alpha beta", max_tokens=8, temperature=0)
     plain = EdgeFalcon(tiny_path, n_ctx=512).generate("alpha beta", max_tokens=8, temperature=0)
@@ -116,11 +127,11 @@ def test_features_of_another_target_are_refused(tiny_target, tiny_features, tmp_
 
 def test_init_from_starts_at_the_earlier_weights(tiny_path, tiny_features, tmp_path):
     first = trainer.fit(tiny_path, tiny_features, tmp_path / "a", _config(), progress=False)
-    # zero steps from the earlier weights: the held-out readout is the earlier run's final one
+    # zero steps from the earlier weights: the held-out readout is that of the earlier run's exported (best) drafter
     again = trainer.fit(tiny_path, tiny_features, tmp_path / "b", _config(), progress=False, max_steps=0,
                         init_from=tmp_path / "a" / "drafter.pt")
     assert again["steps"] == 0
-    assert again["validation"][-1]["top1_per_depth"] == first["validation"][-1]["top1_per_depth"]
+    assert again["validation"][-1]["top1_per_depth"] == _selected(first)["top1_per_depth"]
     a = torch.load(tmp_path / "a" / "drafter.pt", weights_only=False)["state_dict"]
     b = torch.load(tmp_path / "b" / "drafter.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(a[key], b[key]) for key in a)
@@ -134,7 +145,7 @@ def test_init_from_a_drafter_gguf_takes_its_weights_and_draft_vocabulary(tiny_pa
                         outtype="f32", progress=False)
     again = trainer.fit(tiny_path, tiny_features, tmp_path / "b", _config(), progress=False, max_steps=0,
                         init_from=tmp_path / "a.gguf")
-    assert again["validation"][-1]["top1_per_depth"] == first["validation"][-1]["top1_per_depth"]
+    assert again["validation"][-1]["top1_per_depth"] == _selected(first)["top1_per_depth"]
     a = torch.load(tmp_path / "a" / "drafter.pt", weights_only=False)["state_dict"]
     b = torch.load(tmp_path / "b" / "drafter.pt", weights_only=False)["state_dict"]
     assert a.keys() == b.keys()
