@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
+import sys
 from pathlib import Path
 
 import llama_cpp
+from llama_cpp import _logger as llama_logger
+from tqdm import tqdm
 
 from falcon_edge.errors import ModelLoadError
 
@@ -27,6 +31,34 @@ FTYPES = {
     "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
     "Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
 }
+
+
+GGML_LOG_LEVEL_ERROR = 3
+_TENSOR_LINE = re.compile(rb"^\[\s*(\d+)/\s*(\d+)\]")  # the quantizer's "[  12/ 339] name ..." per tensor
+
+
+class _Progress:
+    """libllama's log during a re-export: one bar step per tensor line, errors to stderr, the rest dropped."""
+
+    def __init__(self, desc: str, enabled: bool) -> None:
+        self.bar = tqdm(desc=desc, unit="tensor", disable=not enabled)
+        self.callback = llama_cpp.llama_log_callback(self._log)  # kept alive while libllama may call it
+
+    def _log(self, level: int, text: bytes, user_data) -> None:
+        m = _TENSOR_LINE.match(text)
+        if m:
+            self.bar.total = int(m.group(2))
+            self.bar.update(int(m.group(1)) - self.bar.n)
+        elif level == GGML_LOG_LEVEL_ERROR:
+            sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+    def __enter__(self) -> "_Progress":
+        llama_cpp.llama_log_set(self.callback, ctypes.c_void_p(0))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        llama_cpp.llama_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
+        self.bar.close()
 
 
 def ftype_id(ftype: str) -> int:
@@ -56,7 +88,8 @@ def variant_path(src: os.PathLike[str] | str, ftype: str) -> Path:
     return src.with_name(f"{stem}-{ftype.lower()}.gguf")
 
 
-def requantize(src: os.PathLike[str] | str, dst: os.PathLike[str] | str, ftype: str, threads: int = 0) -> Path:
+def requantize(src: os.PathLike[str] | str, dst: os.PathLike[str] | str, ftype: str, threads: int = 0,
+               progress: bool = True) -> Path:
     """Writes ``src`` again at weight type ``ftype`` into ``dst`` and returns ``dst``.
 
     The file is written under a temporary name and renamed, so a file under its final name is always complete.
@@ -66,6 +99,7 @@ def requantize(src: os.PathLike[str] | str, dst: os.PathLike[str] | str, ftype: 
         dst: the output file (overwritten).
         ftype: a key of :data:`FTYPES`, e.g. ``"Q8_0"`` (case-insensitive).
         threads: quantizer threads; 0 lets libllama use every core.
+        progress: a tqdm bar over the tensors; libllama's own log is dropped except for its errors.
 
     Raises:
         ValueError: ``ftype`` is not a known type or ``threads`` is negative.
@@ -82,7 +116,8 @@ def requantize(src: os.PathLike[str] | str, dst: os.PathLike[str] | str, ftype: 
     params.ftype = ftype_value
     params.allow_requantize = True
     partial = dst.with_name(f"{dst.name}.partial-{os.getpid()}")
-    rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(partial), ctypes.byref(params))
+    with _Progress(f"{src.name} -> {ftype.upper()}", progress):
+        rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(partial), ctypes.byref(params))
     if rc != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         raise ModelLoadError(f"libllama could not re-export {src} as {ftype.upper()}: llama_model_quantize returned {rc}")

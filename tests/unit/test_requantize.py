@@ -31,7 +31,7 @@ def test_variant_path_replaces_the_type_suffix(tmp_path):
 @pytest.mark.parametrize("ftype, ggml_type, tol", [("F16", gguf.GGMLQuantizationType.F16, 1e-3),
                                                    ("Q8_0", gguf.GGMLQuantizationType.Q8_0, 2e-2)])
 def test_requantize_keeps_the_weights_at_the_new_type(target, tmp_path, ftype, ggml_type, tol):
-    dst = requantize.requantize(target.path, tmp_path / f"out-{ftype}.gguf", ftype, threads=1)
+    dst = requantize.requantize(target.path, tmp_path / f"out-{ftype}.gguf", ftype, threads=1, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == [dst.name]  # no partial file left behind
     src_t, dst_t = _tensors(target.path), _tensors(dst)
     assert src_t.keys() == dst_t.keys()
@@ -66,6 +66,8 @@ def test_cli_export_writes_once_and_prints_the_path(target, tmp_path):
            "--out", str(out), "--threads", "1"]
     first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True)
     assert first.stdout.strip() == str(out)
+    n = len(_tensors(target.path))  # a progress bar over the tensors instead of libllama's log
+    assert f"{n}/{n}" in first.stderr and "llama_model_loader" not in first.stderr
     mtime = out.stat().st_mtime_ns
     second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True)
     assert second.stdout.strip() == str(out) and out.stat().st_mtime_ns == mtime  # an existing export is kept
