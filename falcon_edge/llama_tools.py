@@ -1,8 +1,9 @@
 """llama.cpp's own command-line tools as benchmark peers: find the built binaries, run them, parse their reports.
 
 ``bench/build_llama_tools.sh`` builds ``llama-bench``, ``llama-completion`` and ``llama-speculative-simple`` from
-the llama.cpp inside the pinned llama-cpp-python sdist into ``~/.cache/falcon-edge/llama-tools/<key>/bin`` and writes the pin into ``<key>/PIN``. :func:`find_bin_dir` takes the
-directory whose pin matches the installed llama-cpp-python, so the tools always run the llama.cpp our engine links.
+the llama.cpp inside the pinned llama-cpp-python sdist into ``~/.cache/falcon-edge/llama-tools/<key>/bin`` and
+writes the pin into ``<key>/PIN``. :func:`find_bin_dir` takes the directory whose pin matches the installed
+llama-cpp-python, so the tools always run the llama.cpp our engine links.
 
 Speeds are the tools' own decode-only figures: ``llama-completion``'s ``eval time`` line (one token per run, the
 prompt excluded) and ``llama-speculative-simple``'s ``decoded N tokens in T seconds`` (timed after the prompt).

@@ -315,14 +315,15 @@ def evaluate(model, batches, k: int) -> dict:
         depth = (torch.arange(t, device=pred.device) % k).expand_as(batch.valid)  # [B, T]
         logits_t = core.logits(batch.target[batch.valid])
         logits_d = core.logits(pred[batch.valid])
+        target_id = logits_t.argmax(-1)  # [n]
         ok = torch.zeros_like(batch.valid)
-        ok[batch.valid] = logits_d.argmax(-1) == logits_t.argmax(-1)
+        ok[batch.valid] = logits_d.argmax(-1) == target_id
         n_cand = min(CANDIDATES, logits_d.shape[-1])
         top_p, top_id = torch.softmax(logits_d.float(), -1).topk(n_cand, -1)  # [n, C]
         cand_p = torch.zeros(*batch.valid.shape, n_cand, device=pred.device)  # [B, T, C]
         cand_hit = torch.zeros(*batch.valid.shape, n_cand, dtype=torch.bool, device=pred.device)  # [B, T, C]
         cand_p[batch.valid] = top_p
-        cand_hit[batch.valid] = top_id == logits_t.argmax(-1, keepdim=True)
+        cand_hit[batch.valid] = top_id == target_id[:, None]
         accept.add(cand_p, cand_hit, batch.valid, k)
         loss_sum += F.smooth_l1_loss(pred[batch.valid], batch.target[batch.valid], reduction="none").mean(-1).sum().item()
         n_loss += int(batch.valid.sum())

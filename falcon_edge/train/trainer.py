@@ -166,7 +166,7 @@ def _save_atomic(obj, path: Path) -> None:
 
 def export_checkpoint(model: FalconDrafter, accept_rates: list[float]) -> dict:
     """The converter's checkpoint: {"config", "state_dict", "accept_rates"} (d2t travels inside the state dict;
-    accept_rates are the held-out rates per acceptance key of the final validation, calibration.py)."""
+    accept_rates are the held-out rates per acceptance key measured on these weights, calibration.py)."""
     return {"config": model.config.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "accept_rates": accept_rates}
 
