@@ -371,6 +371,10 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
                                  elapsed_prev + time.monotonic() - start, d2t)
     bar.close()
     wall = elapsed_prev + time.monotonic() - start
+    if world > 1:
+        # the last collective is behind: each rank leaves the group before exiting (rank 0 goes on alone), so no
+        # rank's gloo threads are still running when its interpreter shuts down
+        torch.distributed.destroy_process_group()
     if rank != 0:
         return {}
     if not history or history[-1]["step"] != step:

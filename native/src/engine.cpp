@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <thread>
 
@@ -27,6 +28,31 @@ static void log_callback(enum ggml_log_level level, const char * text, void * us
     if (verbose || level == GGML_LOG_LEVEL_ERROR) {
         fputs(text, stderr);
     }
+}
+
+// prompt tokens from which a prefill pays for the extra one-token decode that lets the others skip
+// the LM head (~60 ms for a 1.5B Q4_K_M target on 2 cores, against ~2 ms of LM head per token)
+static constexpr int32_t N_SKIP_HEAD_MIN = 32;
+
+// cb_eval of the target context: while skip_head_ is set, the graph stops at the final norm, so
+// the decode yields the features (embeddings) of its tokens but no logits. The final norm is
+// `result_norm`, renamed `result_embd_pooled` once embeddings are on (pooling none: the same tensor)
+static bool stop_at_final_norm(ggml_tensor * t, bool ask, void * data) {
+    if (ask) {
+        return static_cast<const engine *>(data)->skips_head() &&
+               (std::strcmp(t->name, "result_embd_pooled") == 0 || std::strcmp(t->name, "result_norm") == 0);
+    }
+    return false;
+}
+
+static bool has_gpu() {
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        const auto type = ggml_backend_dev_type(ggml_backend_dev_get(i));
+        if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) {
+            return true;
+        }
+    }
+    return false;
 }
 
 // a llama_batch that frees itself
@@ -63,6 +89,7 @@ engine::engine(const std::string & path_model, const engine_params & params) : p
     cp.n_batch         = params.n_batch;
     cp.n_ubatch        = params.n_batch; // a tree must be one ubatch
     cp.n_seq_max       = params.n_seq_max;
+    cp.n_outputs_max   = (uint32_t) std::max(params.n_batch, params.n_seq_max); // reserving asks one output per sequence
     cp.kv_unified      = true;           // required for multi-seq tree tokens
     cp.n_threads       = n_threads;
     cp.n_threads_batch = n_threads;
@@ -70,6 +97,12 @@ engine::engine(const std::string & path_model, const engine_params & params) : p
     cp.no_perf         = true;
     cp.abort_callback  = [](void * data) { return static_cast<engine *>(data)->cancel_.load(); };
     cp.abort_callback_data = this;
+    // stopping a graph early ends its split only: worth it where the whole graph is one CPU split
+    head_skippable_ = !has_gpu();
+    if (head_skippable_) {
+        cp.cb_eval           = stop_at_final_norm;
+        cp.cb_eval_user_data = this;
+    }
     ctx_ = llama_init_from_model(model_, cp);
     if (ctx_ == nullptr) {
         llama_model_free(model_);
@@ -271,7 +304,7 @@ std::vector<float> engine::evaluate(const std::vector<llama_token> & tokens, boo
     }
     gen_stats st;
     std::vector<float> feats;
-    prefill(tokens, 0, need_feat, st, feats);
+    prefill(tokens, 0, need_feat, false, st, feats);
     tokens_ = tokens;
     return feats;
 }
@@ -294,6 +327,10 @@ std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, 
     if (tokens.empty() || tokens.size() != parents.size() || parents[0] != -1) {
         throw std::invalid_argument(format("a tree needs matching tokens and parents with a root first, got %d and %d",
                                            (int) tokens.size(), (int) parents.size()));
+    }
+    if ((int32_t) tokens.size() > params_.n_batch) {
+        throw std::invalid_argument(format("a probe tree must fit one batch of n_batch %d, got %d nodes", params_.n_batch,
+                                           (int) tokens.size()));
     }
     tree t;
     tree_init(t, tokens[0]);
@@ -329,15 +366,20 @@ std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, 
 
 // ---- generation ----
 
-void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, gen_stats & st,
-                     std::vector<float> & feats) {
+void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, bool need_logits,
+                     gen_stats & st, std::vector<float> & feats) {
     const int32_t n = (int32_t) prompt.size();
     const int32_t n_embd_tgt = n_embd();
     llama_set_embeddings(ctx_, need_feat);
     feats.assign(need_feat ? (size_t) (n - n_keep) * n_embd_tgt : 0, 0.0f);
+    // features make every token an output: all but the last skip the LM head, which the last one
+    // then gets in a decode of its own (when the prompt is long enough for that to pay)
+    const bool skip = need_feat && head_skippable_ && (!need_logits || n - n_keep > N_SKIP_HEAD_MIN);
+    const int32_t n_head = skip && need_logits ? n - 1 : n; // tokens [n_keep, n_head) skip the head
     batch_owner bo(params_.n_batch, 1);
-    for (int32_t start = n_keep; start < n; start += params_.n_batch) {
-        const int32_t cnt = std::min(params_.n_batch, n - start);
+    for (int32_t start = n_keep; start < n;) {
+        const int32_t stop = std::min(start + params_.n_batch, start < n_head ? n_head : n);
+        const int32_t cnt = stop - start;
         for (int32_t i = 0; i < cnt; ++i) {
             bo.b.token[i] = prompt[start + i];
             bo.b.pos[i] = start + i;
@@ -346,11 +388,15 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bo
             bo.b.logits[i] = need_feat || start + i == n - 1;
         }
         bo.b.n_tokens = cnt;
-        check_decode(llama_decode(ctx_, bo.b), format("prompt tokens %d..%d", start, start + cnt - 1));
+        skip_head_ = skip && start < n_head;
+        const int rc = llama_decode(ctx_, bo.b);
+        skip_head_ = false;
+        check_decode(rc, format("prompt tokens %d..%d", start, stop - 1));
         for (int32_t i = 0; need_feat && i < cnt; ++i) {
             const float * f = llama_get_embeddings_ith(ctx_, i);
             std::copy(f, f + n_embd_tgt, feats.begin() + (size_t) (start + i - n_keep) * n_embd_tgt);
         }
+        start = stop;
     }
     st.n_prefill = n - n_keep;
 }
@@ -485,7 +531,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
 
     std::vector<float> feats;
     try {
-        prefill(prompt, n_keep, need_feat, st, feats);
+        prefill(prompt, n_keep, need_feat, true, st, feats);
     } catch (...) {
         llama_memory_seq_rm(mem, 0, n_keep, -1);
         throw;

@@ -61,4 +61,6 @@ def test_bad_tree_is_refused(engine):
         engine.tree_logits([5, 6], [-1, 3])
     with pytest.raises(ValueError, match="root first"):
         engine.tree_logits([5, 6], [0, -1])
+    with pytest.raises(ValueError, match="n_batch 64, got 65 nodes"):
+        engine.tree_logits([5] * 65, [-1] + list(range(64)))
     assert _logits(engine, [5], [-1]).shape == (1, engine.n_vocab)

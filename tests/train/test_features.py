@@ -27,17 +27,20 @@ def _encoded(llm, n=None):
     return data.encode_all(convs, llm)
 
 
-def test_lm_head_times_feature_is_the_targets_logits(llm, tiny_target):
-    eng = llm._native_engine()
-    seq = list(eng.tokenize(PROMPTS[0] + " " + PROMPTS[1], True, False))
+@pytest.mark.parametrize("n_batch", [512, 16])
+def test_lm_head_times_feature_is_the_targets_logits(tiny_path, tiny_target, n_batch):
+    # features skip the LM head on the CPU (the graph stops at the final norm), here across prompt chunks too
+    eng = EdgeFalcon(tiny_path, n_ctx=512, n_batch=n_batch)._native_engine()
+    seq = list(eng.tokenize(" ".join(PROMPTS), True, False))
+    assert len(seq) > 3 * 16
     f = np.frombuffer(eng.features(seq), dtype=np.float32).reshape(len(seq), eng.n_embd)  # [n, H]
     mine = f @ tiny_target.lm_head.T  # [n, V]
-    m = 5
-    eng.prefill_only(seq[:m])
-    chain = seq[m:]
-    logits = np.frombuffer(eng.tree_logits(chain, [-1] + list(range(len(chain) - 1))), dtype=np.float32)
-    logits = logits.reshape(len(chain), eng.n_vocab)  # row u: logits after seq[: m + u + 1]
-    np.testing.assert_allclose(mine[m:], logits, atol=2e-3, rtol=1e-3)
+    for m in range(5, len(seq), 12):
+        eng.prefill_only(seq[:m])
+        chain = seq[m : m + 12]
+        logits = np.frombuffer(eng.tree_logits(chain, [-1] + list(range(len(chain) - 1))), dtype=np.float32)
+        logits = logits.reshape(len(chain), eng.n_vocab)  # row u: logits after seq[: m + u + 1]
+        np.testing.assert_allclose(mine[m : m + 12], logits, atol=2e-3, rtol=1e-3)
 
 
 def test_feature_argmax_is_the_greedy_continuation(llm, tiny_target):

@@ -97,8 +97,13 @@ public:
     // tokens whose KV entries are cached (the committed context of the last request)
     const std::vector<llama_token> & cached_tokens() const { return tokens_; }
 
+    // the running decode stops at the final norm (read by the context's eval callback)
+    bool skips_head() const { return skip_head_; }
+
 private:
-    void prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, gen_stats & st,
+    // evaluates prompt[n_keep:] into the KV cache; fills feats [n - n_keep, n_embd] when need_feat, and
+    // leaves the last token's logits when need_logits
+    void prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, bool need_logits, gen_stats & st,
                  std::vector<float> & feats);
     proposer * proposer_for(const std::string & mode) const;
     // clears the cache and prefills `tokens`; returns their features when need_feat
@@ -115,6 +120,10 @@ private:
     cost_model cost_;
     std::mutex mutex_;                // one generate() at a time
     std::atomic<bool> cancel_{false};
+    // the target runs on the CPU alone: a decode can stop at the final norm (one graph split)
+    bool head_skippable_ = false;
+    // the running decode stops after the final norm: features without the LM head (prefill)
+    bool skip_head_ = false;
 };
 
 } // namespace fe
