@@ -12,21 +12,46 @@ static constexpr double  MIN_GAIN      = 0.02; // expected speed-up below which 
 static constexpr double  GAIN_DECAY    = 0.5;  // weight of the past in the running gain
 static constexpr double  PRIOR_WEIGHT  = 4.0;  // decodes of a size the measured curve counts for
 static constexpr double  SEEN_MAX      = 16.0; // the weight of observations is capped: a moving average
-static constexpr double  UNIT_DECAY    = 0.9;  // weight of the past in the one-node decode time
+static constexpr double  UNIT_DECAY    = 0.9;  // weight of the past in the one-node decode time, the
+                                               // time of one token's verification and the drafting time
 
 void cost_model::set_curve(const std::vector<double> & c) {
     curve_ = c;
     seen_.assign(c.size(), 0.0);
     n_seen_.assign(c.size(), 0.0);
     unit_us_ = 0.0;
+    token_us_ = 0.0;
+    draft_us_ = 0.0;
+}
+
+static double blend(double past, double now) {
+    return past > 0.0 ? UNIT_DECAY * past + (1.0 - UNIT_DECAY) * now : now;
 }
 
 void cost_model::observe_decode(int32_t n, double us) {
-    if (n < 1 || n > n_max() || !(us > 0.0)) {
+    if (n < 1 || !(us > 0.0)) {
+        return;
+    }
+    observe_curve(n, us);
+    token_us_ = blend(token_us_, us / (n <= n_max() ? cost(n) : (double) n));
+}
+
+void cost_model::observe_draft(double us) {
+    if (us > 0.0) {
+        draft_us_ = blend(draft_us_, us);
+    }
+}
+
+double cost_model::draft_cost() const {
+    return token_us_ > 0.0 ? draft_us_ / token_us_ : 0.0;
+}
+
+void cost_model::observe_curve(int32_t n, double us) {
+    if (n > n_max()) {
         return;
     }
     if (n == 1) {
-        unit_us_ = unit_us_ > 0.0 ? UNIT_DECAY * unit_us_ + (1.0 - UNIT_DECAY) * us : us;
+        unit_us_ = blend(unit_us_, us);
         return;
     }
     if (unit_us_ <= 0.0) {
@@ -84,23 +109,35 @@ int32_t cost_model::choose(const tree & t) const {
     return best_n;
 }
 
-void cost_model::record_gain(const tree & t, uint8_t costly, double d) {
+void cost_model::record_gain(const tree & t, uint8_t costly) {
     if (curve_.empty()) {
         return;
     }
+    const double d = draft_cost();
     int32_t n = 1;
     // "without" keeps the other proposers' nodes even where they hang below a costly node (an
     // n-gram chain merged into a more valuable drafter node): the gain is then underestimated
     const double with    = best_speed(sorted_values(t, ORIGIN_ROOT), d, n);
     const double without = best_speed(sorted_values(t, costly), 0.0, n);
-    gain_ = GAIN_DECAY * gain_ + (1.0 - GAIN_DECAY) * (with / without - 1.0);
+    const double g = with / without - 1.0;
+    gain_ = fresh_ ? g : GAIN_DECAY * gain_ + (1.0 - GAIN_DECAY) * g;
+    fresh_ = false;
     if (probing_) {
-        probe_every_ = gain_ > MIN_GAIN ? N_PROBE_FIRST : std::min(2 * probe_every_, N_PROBE_MAX);
+        probe_every_ = gain_ > MIN_GAIN ? N_PROBE_FIRST : std::clamp(2 * probe_every_, N_PROBE_FIRST, N_PROBE_MAX);
         probing_ = false;
     }
 }
 
+void cost_model::start_request() {
+    fresh_ = true;
+    n_skipped_ = 0;
+}
+
 bool cost_model::worth_drafting() {
+    if (fresh_) {
+        probing_ = true;
+        return true;
+    }
     if (gain_ > MIN_GAIN || curve_.empty()) {
         probe_every_ = N_PROBE_FIRST;
         return true;

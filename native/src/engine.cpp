@@ -540,6 +540,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     st.t_prefill_us = now_us() - t_start;
 
     const int32_t n_passes0 = dft != nullptr ? dft->n_passes() : 0;
+    cost_.start_request();
     rng r(gp.sampling.seed);
     std::vector<llama_token> history = prompt; // every token so far, the root included
     const float * logits_last = llama_get_logits_ith(ctx_, -1);
@@ -593,8 +594,6 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     };
     emit({id});
 
-    double t_draft_ema = 0.0;  // drafting time of a cycle in which the drafter ran
-    double t_unit_ema  = 0.0;  // one target token's verification time
     tree t;
     tree_batch tb;
     std::vector<float> path_feats;
@@ -614,19 +613,16 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
             const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting());
             if (drafted) {
                 dft->draft(history, n_nodes_max, gp.spec, gp.sampling, r, t);
+                cost_.observe_draft(now_us() - t0);
             }
             if (ngram != nullptr) {
                 ngram->draft(history, n_nodes_max, gp.spec, gp.sampling, r, t);
             }
             if (auto_budget && drafted) {
-                cost_.record_gain(t, ORIGIN_DRAFTER, t_unit_ema > 0.0 ? t_draft_ema / t_unit_ema : 0.0);
+                cost_.record_gain(t, ORIGIN_DRAFTER);
             }
             tree_prune(t, auto_budget ? cost_.choose(t) : n_nodes_max);
-            const double t_draft = now_us() - t0;
-            st.t_draft_us += t_draft;
-            if (drafted) {
-                t_draft_ema = t_draft_ema > 0.0 ? 0.9 * t_draft_ema + 0.1 * t_draft : t_draft;
-            }
+            st.t_draft_us += now_us() - t0;
         }
         st.n_nodes_max = std::max(st.n_nodes_max, t.size());
 
@@ -642,8 +638,6 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         const double t_verify = now_us() - t1;
         st.t_verify_us += t_verify;
         cost_.observe_decode(t.size(), t_verify);
-        const double c_n = cost_.n_max() >= t.size() ? cost_.cost(t.size()) : (double) t.size();
-        t_unit_ema = t_unit_ema > 0.0 ? 0.9 * t_unit_ema + 0.1 * t_verify / c_n : t_verify / c_n;
 
         // ---- accept, commit, feed the proposer ----
         const double t2 = now_us();

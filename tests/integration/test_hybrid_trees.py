@@ -102,3 +102,16 @@ def test_drafter_that_does_not_pay_is_probed_ever_less_often(tiny_path, drafter_
     assert st.n_drafted == 0 and st.n_nodes_max == 1
     # fixed 16-cycle probes would pass the drafter ~25 times in 400 cycles (two passes each)
     assert 0 < st.n_draft_passes <= 20
+
+
+def test_every_request_probes_the_drafter_afresh(tiny_path, drafter_path):
+    # the same engine: a long request gates the random drafter off (probes every 128th cycle by its end); the next,
+    # short request still drafts on its first cycle, since what the drafter adds follows the text of each request
+    llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=[float(n) for n in range(1, 17)],
+                     spec=SpecConfig(ngram_branches=0))
+    long_prompt, short_prompt = load_prompts("gsm8k", 2)
+    assert llm.generate(long_prompt, max_tokens=400).stats.n_draft_passes > 0
+    plain = llm.generate(short_prompt, max_tokens=12, speculative=False)
+    spec = llm.generate(short_prompt, max_tokens=12)
+    assert spec.tokens == plain.tokens
+    assert spec.stats.n_draft_passes > 0 and spec.stats.n_drafted == 0

@@ -13,7 +13,11 @@
 // proposer (the drafter) should draft at all follows the running gain of its trees over what the
 // free proposers (n-gram lookup) offer alone, d counted; while that gain stays under 2% it is
 // skipped and drafts only on probe cycles to re-check: every 16th cycle at first, every 32nd, 64th,
-// ... up to every 256th after probes that found no gain, every 16th again after one that did.
+// ... up to every 256th after probes that found no gain, every 16th again after one that did. The
+// first cycle of every request is a probe whose gain alone sets the running gain, since what the
+// drafter adds over n-gram lookup follows the text (code, chat, arithmetic); the node values it is
+// computed from (the calibration) and the probe spacing keep their memory across requests, so a
+// run of requests where the drafter does not pay costs about one probe each.
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -33,10 +37,13 @@ public:
 
     // the decode of an n-node tree took `us` microseconds
     void observe_decode(int32_t n, double us);
+    // the costly proposer (the drafter) took `us` microseconds to draft a cycle's tree
+    void observe_draft(double us);
+    // running drafting time of a cycle relative to one token's verification (0 until both were seen);
+    // kept across requests, like the curve: both belong to drafter, target and device
+    double draft_cost() const;
     // the current estimate of c(n), the measured prior blended with what observe_decode saw
     double cost(int32_t n) const;
-    // microseconds of a one-node decode now (0 until one was observed)
-    double unit_us() const { return unit_us_; }
 
     // largest tree worth drafting before anything is known (the drafter's own budget)
     int32_t draft_budget(int32_t n_nodes_max) const;
@@ -45,14 +52,18 @@ public:
     // when the curve is unknown
     int32_t choose(const tree & t) const;
 
-    // after a cycle in which the costly proposer (nodes of origin `costly`) drafted at relative cost
-    // d: updates the running gain of its tree over the tree without its nodes
-    void record_gain(const tree & t, uint8_t costly, double d);
+    // after a cycle in which the costly proposer (nodes of origin `costly`) drafted: updates the
+    // running gain of its tree, its draft_cost() counted, over the tree without its nodes
+    void record_gain(const tree & t, uint8_t costly);
 
+    // a new request: its first cycle probes, and the gain measured there replaces the running one
+    void start_request();
     // whether the costly proposer is expected to pay (probes every so often while it does not)
     bool worth_drafting();
 
 private:
+    // learns c(n) from a decode of n <= n_max nodes, relative to the running one-node decode time
+    void observe_curve(int32_t n, double us);
     // best expected speed (and its node count) over the first n of `values` (sorted, best first)
     double best_speed(const std::vector<float> & values, double d, int32_t & best_n) const;
 
@@ -60,9 +71,12 @@ private:
     std::vector<double> seen_;          // [n_max] running mean of the observed ratios t(n) / t(1)
     std::vector<double> n_seen_;        // [n_max] their weight (capped, so the estimate keeps moving)
     double unit_us_      = 0.0;         // running one-node decode time
-    double gain_         = 1.0; // running gain of drafting; optimistic until measured
+    double token_us_     = 0.0;         // running decode time over its estimated cost c(n): one token's share
+    double draft_us_     = 0.0;         // running drafting time of a cycle in which the drafter ran
+    double gain_         = 0.0;   // running gain of drafting (meaningless while fresh_)
+    bool    fresh_       = true;  // no gain measured in this request yet
     int32_t n_skipped_   = 0;
-    int32_t probe_every_ = 0;     // cycles between probes while drafting does not pay (0: not yet set)
+    int32_t probe_every_ = 0;     // cycles between probes while drafting does not pay (0: no probe failed yet)
     bool    probing_     = false; // the current drafting cycle is a probe
 };
 
