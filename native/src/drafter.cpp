@@ -291,18 +291,31 @@ void drafter::eval_span(int32_t c0, int32_t c1, std::vector<float> & out_feat, s
     compute(in, out_feat, out_logits);
 }
 
+void drafter::eval_range(int32_t c0, int32_t end, std::vector<float> & out_feat, std::vector<float> & out_logits) {
+    const int32_t k       = w.hparams.block_size;
+    const int32_t n_chunk = std::max(k, params.n_batch / k * k);
+    // chunk ends are block ends (end - c1 is a multiple of k), so no block straddles two graphs
+    for (int32_t c1 = c0 + (end - c0 - 1) % n_chunk + 1; c0 < end; c0 = c1, c1 += n_chunk) {
+        eval_span(c0, c1, out_feat, out_logits);
+    }
+}
+
+void drafter::catch_up() {
+    const int32_t end = n_pairs() - w.hparams.block_size;
+    if (end > n_cached) {
+        std::vector<float> no_feat, no_logits;
+        eval_range(n_cached, end, no_feat, no_logits);
+        n_cached = end;
+    }
+    phase_open = false;
+}
+
 void drafter::eval_context(std::vector<float> & out_feat, std::vector<float> & out_logits) {
     const int32_t n = n_pairs();
     if (n == 0) {
         throw std::invalid_argument("eval_context needs at least one committed pair");
     }
-    const int32_t k       = w.hparams.block_size;
-    const int32_t p0      = std::min(n_cached, std::max(0, n - k));
-    const int32_t n_chunk = std::max(k, params.n_batch / k * k);
-    // chunk ends are block ends (n - c1 is a multiple of k), so no block straddles two graphs
-    for (int32_t c0 = p0, c1 = p0 + (n - p0 - 1) % n_chunk + 1; c0 < n; c0 = c1, c1 += n_chunk) {
-        eval_span(c0, c1, out_feat, out_logits);
-    }
+    eval_range(std::min(n_cached, std::max(0, n - w.hparams.block_size)), n, out_feat, out_logits);
     n_cached   = n;
     phase_open = true;
     block_parent.clear();

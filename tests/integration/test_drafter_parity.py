@@ -324,3 +324,31 @@ def test_bad_calls(native, tiny_drafter, tiny_target):
         dft.push_pairs(np.zeros((5, 64), np.float32), np.zeros(5, np.int32))
     with pytest.raises(ValueError, match="n_scratch 1 is smaller than the drafter's block size 2"):
         native.Drafter(str(tiny_drafter), str(tiny_target), n_scratch=1)
+
+
+def test_catch_up_leaves_the_kv_of_one_context_pass(native, tiny_target, tmp_path):
+    """catch_up evaluates a backlog but for its last block (in chunks of n_batch); the context pass after it gives the
+    outputs of one pass over everything, so moving the backlog out of the timed drafting changes no draft."""
+    path = make_drafter(tiny_target, tmp_path / "d.gguf", block_size=3, n_layer=2)
+    ref = load_drafter(path, tiny_target)
+    rng = np.random.default_rng(5)
+    feats = rng.standard_normal((40, 64)).astype(np.float32)
+    toks = rng.integers(0, 320, 40).astype(np.int32)
+    outs = []
+    for catch_up in (False, True):
+        dft = native.Drafter(str(path), str(tiny_target), n_batch=7, n_threads=2)
+        dft.push_pairs(feats[:2], toks[:2])
+        if catch_up:
+            dft.catch_up()  # fewer pairs than a block: nothing to do
+        dft.push_pairs(feats[2:12], toks[2:12])
+        dft.eval_context()
+        dft.push_pairs(feats[12:], toks[12:])
+        if catch_up:
+            dft.catch_up()
+            with pytest.raises(ValueError, match="eval_context"):  # the phase ended: no tree blocks before a context pass
+                dft.eval_blocks([-1], np.zeros((1, 3, 64), np.float32), np.zeros((1, 3), np.int32))
+        outs.append(dft.eval_context())
+    want = reference_context_outputs(ref, feats, toks, [(0, 12), (12, 40)]).numpy()
+    for feat, logits in outs:
+        assert max_diff(feat, want)[0] <= TOLERANCE["f32"]
+    assert max_diff(outs[1][1], outs[0][1])[0] <= TOLERANCE["f32"]

@@ -37,7 +37,8 @@ public:
 
     // the decode of an n-node tree took `us` microseconds
     void observe_decode(int32_t n, double us);
-    // the costly proposer (the drafter) took `us` microseconds to draft a cycle's tree
+    // the costly proposer (the drafter) took `us` microseconds to draft a cycle's tree, its catch_up
+    // (proposer.h) not counted
     void observe_draft(double us);
     // running drafting time of a cycle relative to one token's verification (0 until both were seen);
     // kept across requests, like the curve: both belong to drafter, target and device

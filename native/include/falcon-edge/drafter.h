@@ -139,6 +139,11 @@ public:
     // row j predicts t_{n+1+j}. throws std::invalid_argument when there is no pair.
     void eval_context(std::vector<float> & out_feat, std::vector<float> & out_logits);
 
+    // Evaluates the committed pairs eval_context would, but for the last k, without outputs: a later
+    // eval_context then costs one block, whatever the backlog (a prompt, a stretch without drafting).
+    // Ends the drafting phase. The KV it leaves equals what eval_context computes for those pairs.
+    void catch_up();
+
     // Evaluates tree blocks in one graph. Block b of this call gets phase index n_blocks_before + b; it sees
     // the context, the blocks on its parent chain (any earlier index of this phase) and its own k pairs.
     // Positions are n + (L-1)k + j at level L (1 + the number of ancestor blocks).
@@ -170,6 +175,9 @@ private:
     void init_kv();
     void compute(const graph_input & in, std::vector<float> & out_feat, std::vector<float> & out_logits);
     void eval_span(int32_t c0, int32_t c1, std::vector<float> & out_feat, std::vector<float> & out_logits);
+    // evaluates the pairs [c0, end), end a block end (n_pairs() - end a multiple of k), in graphs of at
+    // most n_batch pairs cut at block ends; the outputs are those of the last graph
+    void eval_range(int32_t c0, int32_t end, std::vector<float> & out_feat, std::vector<float> & out_logits);
     void check_tokens(const llama_token * tok, size_t n) const;
 
     drafter_params  params;

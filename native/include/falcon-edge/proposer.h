@@ -27,6 +27,11 @@ public:
     // next[i] the token that followed each of them (null feats when needs_features() is false)
     virtual void accept(const float * feats, const llama_token * next, int32_t n) {}
 
+    // does now the work on committed pairs that the next draft() would do first, beyond what one
+    // cycle of steady drafting brings (a prompt, a stretch of cycles without drafting), so that the
+    // time of draft() is the proposer's cost per cycle
+    virtual void catch_up() {}
+
     // builds a tree below tokens.back() (the root, already sampled, not yet in the target's KV)
     // with at most n_nodes_max nodes including the root; node values estimate acceptance. `out` may
     // already hold another proposer's nodes: offers merge into them (tree_add)
