@@ -216,6 +216,7 @@ def _check_accept_rates(accept_rates: Sequence[float]) -> list[float]:
 
 def _write(out_path: Path, config: DrafterConfig, tensors: Mapping[str, np.ndarray], qtype: Q, tree_parents,
            accept_rates, progress: bool) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)  # after a long training run, a missing folder is no reason to fail
     writer = gguf.GGUFWriter(os.fspath(out_path), arch=gs.ARCH)
     writer.add_uint32(gs.KEY_BLOCK_SIZE, config.block_size)
     writer.add_uint32(gs.KEY_BLOCK_COUNT, config.n_layer)

@@ -106,6 +106,13 @@ def test_q4_0_falls_back_to_f16_for_rows_not_a_multiple_of_32(tmp_path, tiny_tar
     outputs_agree(load_drafter(out, tiny_target.path), model, rel=0.6)
 
 
+def test_missing_output_folders_are_created(tmp_path, tiny_target, tiny_meta):
+    # `train fit --out runs/new/d.gguf` converts at the end of a long run: a folder not made yet must not lose it
+    model = make_tiny_drafter(tiny_target, tiny_meta)
+    out = run(checkpoint_of(model), tiny_target.path, tmp_path / "new" / "sub" / "d.gguf", outtype="f32", progress=False)
+    outputs_agree(load_drafter(out, tiny_target.path), model, rel=1e-5)
+
+
 def test_wrong_target_width_is_refused(tmp_path, tiny_target, tiny_meta):
     wide = write_tiny_llama_gguf(tmp_path / "wide.gguf", n_embd=128, n_head=8, n_head_kv=2)
     model = make_tiny_drafter(tiny_target, tiny_meta)
