@@ -349,6 +349,6 @@ def test_catch_up_leaves_the_kv_of_one_context_pass(native, tiny_target, tmp_pat
                 dft.eval_blocks([-1], np.zeros((1, 3, 64), np.float32), np.zeros((1, 3), np.int32))
         outs.append(dft.eval_context())
     want = reference_context_outputs(ref, feats, toks, [(0, 12), (12, 40)]).numpy()
-    for feat, logits in outs:
+    for feat, _ in outs:
         assert max_diff(feat, want)[0] <= TOLERANCE["f32"]
     assert max_diff(outs[1][1], outs[0][1])[0] <= TOLERANCE["f32"]
