@@ -22,6 +22,7 @@ void cost_model::set_curve(const std::vector<double> & c) {
     unit_us_ = 0.0;
     token_us_ = 0.0;
     draft_us_ = 0.0;
+    n_chosen_ = 0;
 }
 
 static double blend(double past, double now) {
@@ -68,10 +69,10 @@ double cost_model::cost(int32_t n) const {
 }
 
 int32_t cost_model::draft_budget(int32_t n_nodes_max) const {
-    if (curve_.empty()) {
+    if (curve_.empty() || probing_ || n_chosen_ == 0) {
         return n_nodes_max;
     }
-    return std::min(n_nodes_max, n_max());
+    return std::clamp(2 * n_chosen_, 2, n_nodes_max);
 }
 
 double cost_model::best_speed(const std::vector<float> & values, double d, int32_t & best_n) const {
@@ -100,13 +101,12 @@ static std::vector<float> sorted_values(const tree & t, uint8_t excluded) {
     return values;
 }
 
-int32_t cost_model::choose(const tree & t) const {
+int32_t cost_model::choose(const tree & t) {
     if (curve_.empty()) {
         return t.size();
     }
-    int32_t best_n = 1;
-    best_speed(sorted_values(t, ORIGIN_ROOT), 0.0, best_n);
-    return best_n;
+    best_speed(sorted_values(t, ORIGIN_ROOT), 0.0, n_chosen_);
+    return n_chosen_;
 }
 
 void cost_model::record_gain(const tree & t, uint8_t costly) {

@@ -36,11 +36,13 @@ struct gguf_file {
     uint64_t         size = 0;
 };
 
-// bytes of a file to copy back to back into one tensor
+// bytes of a file to copy back to back into one tensor, rows converted from src_type to dst's type
+// where the two differ
 struct tensor_load {
     ggml_tensor *                              dst;
     const gguf_file *                          src;
     std::vector<std::pair<uint64_t, uint64_t>> runs; // (file offset, n bytes)
+    enum ggml_type                             src_type = GGML_TYPE_COUNT; // COUNT: dst's type
 };
 
 struct target_identity {
@@ -420,6 +422,18 @@ void add_drafter_tensors(drafter_weights & w, std::vector<tensor_load> & loads, 
     }
 }
 
+// the type of the gathered LM head: a k-quant or other block type of the target becomes Q8_0, whose
+// batched matmul (the drafter computes logits for every row of a pass) is the CPU's fastest path;
+// Q8_0 holds the target's rows to within its own rounding, F32 / F16 / BF16 / Q8_0 / Q4_0 stay as they are
+enum ggml_type head_type(enum ggml_type target_type) {
+    switch (target_type) {
+        case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0:
+            return target_type;
+        default:
+            return GGML_TYPE_Q8_0;
+    }
+}
+
 // token embedding and LM head from the target file; a reduced vocab gathers the d2t rows of the LM head
 void add_target_tensors(drafter_weights & w, std::vector<tensor_load> & loads, const gguf_file & f) {
     const drafter_hparams & hp = w.hparams;
@@ -433,13 +447,13 @@ void add_target_tensors(drafter_weights & w, std::vector<tensor_load> & loads, c
         w.lm_head = head_meta == embd_meta ? w.tok_embd_tgt : add_tensor(w, loads, f, head_meta);
         return;
     }
-    // rows of any type are stored independently, so the gathered head keeps the target's exact values
-    w.lm_head = ggml_new_tensor_2d(w.ctx.get(), head_meta->type, hp.n_embd, hp.n_vocab_draft);
+    // rows of any type are stored independently, so the head is gathered row by row
+    w.lm_head = ggml_new_tensor_2d(w.ctx.get(), head_type(head_meta->type), hp.n_embd, hp.n_vocab_draft);
     ggml_set_name(w.lm_head, "lm_head_draft");
     const uint64_t base     = tensor_file_offset(f, head_meta);
     const uint64_t row_size = head_meta->nb[1];
     check_in_file(f, ggml_get_name(head_meta), base, ggml_nbytes(head_meta));
-    tensor_load load = {w.lm_head, &f, {}};
+    tensor_load load = {w.lm_head, &f, {}, head_meta->type};
     for (llama_token id : w.d2t) {
         load.runs.push_back({base + (uint64_t) id * row_size, row_size});
     }
@@ -452,12 +466,28 @@ void read_tensor(const tensor_load & load) {
     if (!fp) {
         throw model_error(format("cannot open %s file '%s'", f.what.c_str(), f.path.c_str()));
     }
-    std::vector<uint8_t> stage;
-    stage.reserve(READ_CHUNK);
+    const enum ggml_type src_type = load.src_type == GGML_TYPE_COUNT ? load.dst->type : load.src_type;
+    const bool   convert = src_type != load.dst->type;
+    const int64_t n_per_row = load.dst->ne[0];
+    const size_t src_row = ggml_row_size(src_type, n_per_row);
+    const size_t n_stage = convert ? READ_CHUNK / src_row * src_row : READ_CHUNK; // whole rows when converting
+    std::vector<uint8_t> stage, converted;
+    std::vector<float> rows_f32;
+    stage.reserve(n_stage);
     size_t dst_offset = 0;
     auto flush = [&]() {
-        ggml_backend_tensor_set(load.dst, stage.data(), dst_offset, stage.size());
-        dst_offset += stage.size();
+        const uint8_t * data = stage.data();
+        size_t n_bytes = stage.size();
+        if (convert) {
+            const int64_t n_rows = (int64_t) (stage.size() / src_row);
+            rows_f32.resize((size_t) (n_rows * n_per_row));
+            ggml_get_type_traits(src_type)->to_float(stage.data(), rows_f32.data(), n_rows * n_per_row);
+            converted.resize(ggml_row_size(load.dst->type, n_per_row) * n_rows);
+            n_bytes = ggml_quantize_chunk(load.dst->type, rows_f32.data(), converted.data(), 0, n_rows, n_per_row, nullptr);
+            data = converted.data();
+        }
+        ggml_backend_tensor_set(load.dst, data, dst_offset, n_bytes);
+        dst_offset += n_bytes;
         stage.clear();
     };
     for (const auto & [offset, n_bytes] : load.runs) {
@@ -465,14 +495,14 @@ void read_tensor(const tensor_load & load) {
             throw model_error(format("cannot seek to byte %" PRIu64 " of '%s'", offset, f.path.c_str()));
         }
         for (uint64_t left = n_bytes; left > 0;) {
-            const size_t n_take = (size_t) std::min<uint64_t>(left, READ_CHUNK - stage.size());
+            const size_t n_take = (size_t) std::min<uint64_t>(left, n_stage - stage.size());
             const size_t n_old  = stage.size();
             stage.resize(n_old + n_take);
             if (std::fread(stage.data() + n_old, 1, n_take, fp.get()) != n_take) {
                 throw model_error(format("cannot read tensor %s from '%s'", ggml_get_name(load.dst), f.path.c_str()));
             }
             left -= n_take;
-            if (stage.size() == READ_CHUNK) {
+            if (stage.size() == n_stage) {
                 flush();
             }
         }

@@ -34,6 +34,9 @@ static void log_callback(enum ggml_log_level level, const char * text, void * us
 // the LM head (~60 ms for a 1.5B Q4_K_M target on 2 cores, against ~2 ms of LM head per token)
 static constexpr int32_t N_SKIP_HEAD_MIN = 32;
 
+// the largest tree of a cycle whose budget follows the cost curve
+static constexpr int32_t N_NODES_AUTO = 16;
+
 // cb_eval of the target context: while skip_head_ is set, the graph stops at the final norm, so
 // the decode yields the features (embeddings) of its tokens but no logits. The final norm is
 // `result_norm`, renamed `result_embd_pooled` once embeddings are on (pooling none: the same tensor)
@@ -607,14 +610,14 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         // ---- draft ----
         const double t0 = now_us();
         const bool auto_budget = gp.spec.n_nodes_max == 0;
-        int32_t n_nodes_max = auto_budget ? cost_.draft_budget(16) : gp.spec.n_nodes_max;
-        n_nodes_max = std::min({n_nodes_max, params_.n_batch, n_ctx() - n_past - 1});
+        const int32_t n_nodes_max = std::min({auto_budget ? N_NODES_AUTO : gp.spec.n_nodes_max, params_.n_batch,
+                                              n_ctx() - n_past - 1});
         if (n_nodes_max > 1 && (dft != nullptr || ngram != nullptr)) {
             const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting());
             if (drafted) {
                 dft->catch_up();
                 const double t_cycle = now_us();
-                dft->draft(history, n_nodes_max, gp.spec, gp.sampling, r, t);
+                dft->draft(history, auto_budget ? cost_.draft_budget(n_nodes_max) : n_nodes_max, gp.spec, gp.sampling, r, t);
                 cost_.observe_draft(now_us() - t_cycle);
             }
             if (ngram != nullptr) {

@@ -31,22 +31,30 @@ void falcon_proposer::accept(const float * feats, const llama_token * next, int3
     dft_->push_pairs(feats, next, n);
 }
 
-// top-k of one row of logits as (draft id, probability), most probable first
+// top-k of one row of logits as (draft id, probability), most probable first: one scan keeps the k
+// largest in order, a second sums the softmax normalizer (in float: a row holds n_vocab_draft logits)
 static std::vector<std::pair<int32_t, float>> top_candidates(const float * logits, int32_t n_vocab, int32_t k) {
-    std::vector<int32_t> ids(n_vocab);
-    for (int32_t i = 0; i < n_vocab; ++i) {
-        ids[i] = i;
-    }
     k = std::min(k, n_vocab);
-    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-    const float l_max = logits[ids[0]];
-    double z = 0.0;
+    std::vector<int32_t> top; // ids of the k largest logits so far, largest first
+    top.reserve(k + 1);
     for (int32_t i = 0; i < n_vocab; ++i) {
-        z += std::exp((double) logits[i] - l_max);
+        if ((int32_t) top.size() == k && logits[i] <= logits[top.back()]) {
+            continue;
+        }
+        auto at = std::upper_bound(top.begin(), top.end(), logits[i], [&](float l, int32_t id) { return l > logits[id]; });
+        top.insert(at, i);
+        if ((int32_t) top.size() > k) {
+            top.pop_back();
+        }
+    }
+    const float l_max = logits[top[0]];
+    float z = 0.0f;
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        z += std::exp(logits[i] - l_max);
     }
     std::vector<std::pair<int32_t, float>> out(k);
     for (int32_t i = 0; i < k; ++i) {
-        out[i] = {ids[i], (float) (std::exp((double) logits[ids[i]] - l_max) / z)};
+        out[i] = {top[i], std::exp(logits[top[i]] - l_max) / z};
     }
     return out;
 }
@@ -109,6 +117,15 @@ void falcon_proposer::add_block(tree & t, int32_t node, int32_t shape, int32_t b
     }
 }
 
+// drafted nodes (the root not counted) whose value is at least v
+static int32_t n_at_least(const tree & t, float v) {
+    int32_t n = 0;
+    for (int32_t u = 1; u < t.size(); ++u) {
+        n += t.value[u] >= v;
+    }
+    return n;
+}
+
 void falcon_proposer::draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,
                             const sampling_params & smp, rng & r, tree & out) {
     const drafter_hparams & hp = dft_->hparams();
@@ -139,6 +156,11 @@ void falcon_proposer::draft(const std::vector<llama_token> & tokens, int32_t n_n
         // a node below an unlikely path adds less than its value to the expected accepted length:
         // such paths are not worth a drafter pass
         while (!preset && n_expand > 0 && out.value[front[n_expand - 1].node] < EXPAND_MIN_VALUE) {
+            --n_expand;
+        }
+        // a child ranks below its parent and below every node already as valuable: where those fill
+        // the budget, the final prune would drop whatever the pass adds
+        while (!preset && n_expand > 0 && n_at_least(out, out.value[front[n_expand - 1].node]) > n_nodes_max - 2) {
             --n_expand;
         }
         if (n_expand == 0) {

@@ -78,3 +78,16 @@ def test_shipped_drafter_is_lossless(falcon, smollm_path):
         b = plain.chat(messages, temperature=0, max_tokens=32)["choices"][0]["message"]["content"]
         # a quantized target's batched and single-token logits may differ on near-ties: compare a prefix
         assert a[:40] == b[:40]
+
+
+@pytest.mark.parametrize("budget, expands", [(3, False), (12, True)])
+def test_expansion_passes_run_only_where_the_budget_keeps_their_nodes(smollm_path, budget, expands):
+    # k = 2: the context pass drafts a depth-1 node above every depth-2 frontier node, so in a tree of 3 nodes
+    # (root + 2) a child of the frontier could never outrank the two nodes above it and survive the cut to the budget
+    llm = EdgeFalcon(smollm_path, drafter=DRAFTER, n_ctx=1024, tree_budget=budget, n_threads=1)
+    passes = cycles = 0
+    for prompt in PROMPTS[:2]:
+        stats = llm.chat([{"role": "user", "content": prompt}], temperature=0, max_tokens=32)["falcon"]
+        passes += stats["n_draft_passes"]
+        cycles += stats["n_cycles"]
+    assert passes >= cycles and (passes > cycles) == expands, (passes, cycles)

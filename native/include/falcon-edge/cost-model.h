@@ -46,12 +46,14 @@ public:
     // the current estimate of c(n), the measured prior blended with what observe_decode saw
     double cost(int32_t n) const;
 
-    // largest tree worth drafting before anything is known (the drafter's own budget)
+    // the drafter's node budget this cycle, at most n_nodes_max: all of it on a probe (and before
+    // any choice), else twice the size chosen last, so that the tree can double from cycle to cycle
+    // while the drafter skips the passes whose nodes the cut to the chosen size would drop
     int32_t draft_budget(int32_t n_nodes_max) const;
 
     // best node count for this already drafted tree (1 = verify the root only); the whole tree
     // when the curve is unknown
-    int32_t choose(const tree & t) const;
+    int32_t choose(const tree & t);
 
     // after a cycle in which the costly proposer (nodes of origin `costly`) drafted: updates the
     // running gain of its tree, its draft_cost() counted, over the tree without its nodes
@@ -79,6 +81,7 @@ private:
     int32_t n_skipped_   = 0;
     int32_t probe_every_ = 0;     // cycles between probes while drafting does not pay (0: no probe failed yet)
     bool    probing_     = false; // the current drafting cycle is a probe
+    int32_t n_chosen_    = 0;     // the last choose() (0: none yet)
 };
 
 } // namespace fe
