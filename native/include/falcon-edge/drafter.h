@@ -139,8 +139,9 @@ public:
     // row j predicts t_{n+1+j}. throws std::invalid_argument when there is no pair.
     void eval_context(std::vector<float> & out_feat, std::vector<float> & out_logits);
 
-    // Evaluates the committed pairs eval_context would, but for the last k, without outputs: a later
-    // eval_context then costs one block, whatever the backlog (a prompt, a stretch without drafting).
+    // Evaluates the committed pairs eval_context would, but for the last k, without outputs, where more
+    // than 16 of them are pending: a later eval_context then costs at most one cycle's worth of pairs,
+    // whatever the backlog (a prompt, a stretch without drafting), and a smaller backlog stays one graph.
     // Ends the drafting phase. The KV it leaves equals what eval_context computes for those pairs.
     void catch_up();
 
