@@ -54,9 +54,10 @@ def distill(llm, conversations: Sequence[dict], out_dir: str | os.PathLike, *, m
         n_parallel: sequences decoded together (throughput grows with it until the CPU is saturated).
         shard_size: conversations per shard.
         max_prompt_tokens: prompts longer than this are skipped.
-        time_budget_s: stop once this many seconds have passed and a shard has been written (answers
-            still being decoded are dropped); the index is then closed at the shards written (marked
-            "stopped_early"), so it loads as a complete directory.
+        time_budget_s: stop at the first answer that completes after this many seconds: the answers
+            of unfinished shards are written as shorter shards, those still being decoded are dropped,
+            and the index is closed at the shards written (marked "stopped_early"), so it loads as a
+            complete directory.
         meta: extra facts for the index.
         progress: tqdm bar with tokens/s.
 
@@ -90,11 +91,11 @@ def distill(llm, conversations: Sequence[dict], out_dir: str | os.PathLike, *, m
     submitted = [i for s in todo for i in range(s * shard_size, min((s + 1) * shard_size, len(prompts)))]
     waiting = {s: {} for s in todo}  # shard -> {conversation index: answer}
     bar = tqdm(total=len(submitted), desc="self-distill", unit="conv", disable=not progress)
-    start, n_tok, n_written = time.monotonic(), 0, 0
+    start, n_tok = time.monotonic(), 0
     stopped = False
 
     def on_done(j: int, answer: tuple) -> bool:
-        nonlocal n_tok, n_written, stopped
+        nonlocal n_tok, stopped
         i = submitted[j]
         s = i // shard_size
         waiting[s][i] = answer
@@ -102,16 +103,19 @@ def distill(llm, conversations: Sequence[dict], out_dir: str | os.PathLike, *, m
         bar.update(1)
         bar.set_postfix(answer_tok_s=f"{n_tok / max(time.monotonic() - start, 1e-9):.1f}")
         if len(waiting[s]) == min(shard_size, len(prompts) - s * shard_size):
-            done = waiting.pop(s)
-            _write(llm, out, index, s, [done[i] for i in sorted(done)], [records[i] for i in sorted(done)], n_embd)
-            n_written += 1
-            if time_budget_s is not None and time.monotonic() - start > time_budget_s and waiting:
-                stopped = True
+            write(s)
+        stopped = time_budget_s is not None and time.monotonic() - start > time_budget_s and bool(waiting)
         return not stopped
+
+    def write(s: int) -> None:
+        done = waiting.pop(s)
+        _write(llm, out, index, s, [done[i] for i in sorted(done)], [records[i] for i in sorted(done)], n_embd)
 
     eng.self_distill([prompts[i] for i in submitted], max_tokens, n_parallel, on_done)
     bar.close()
     if stopped:
+        for s in [s for s in sorted(waiting) if waiting[s]]:
+            write(s)
         _close_early(index, time_budget_s)
     elapsed = time.monotonic() - start
     log.info("self-distilled %d answer tokens in %.0f s (%.1f tok/s)", n_tok, elapsed, n_tok / max(elapsed, 1e-9))

@@ -81,11 +81,15 @@ def test_distill_writes_a_feature_directory(llm, tmp_path):
     assert again["shards"] == index["shards"]
 
 
-def test_time_budget_closes_the_directory_at_the_written_shards(llm, tmp_path):
-    index = self_distill.distill(llm, _convs(), tmp_path / "sd", max_tokens=6, n_parallel=2, shard_size=2,
+@pytest.mark.parametrize("shard_size", [1, len(PROMPTS)])
+def test_time_budget_stops_at_the_next_answer_and_keeps_it(llm, tmp_path, shard_size):
+    # the budget is spent before the first answer completes: the run stops there, whether that answer completes
+    # a shard or is the first of a shard that holds every prompt (written as a shard of one)
+    index = self_distill.distill(llm, _convs(), tmp_path / "sd", max_tokens=6, n_parallel=2, shard_size=shard_size,
                                  time_budget_s=0.0, progress=False)
     assert index["stopped_early"] and index["n_shards"] == 1 and features.is_complete(index)
-    assert len(features.load_sequences(tmp_path / "sd")) == 2
+    assert len(features.load_sequences(tmp_path / "sd")) == 1
+    assert len((tmp_path / "sd" / self_distill.ANSWERS).read_text().split("\n")) == 2  # one line and the final newline
 
 
 def test_prompts_over_the_limit_are_skipped_and_none_left_is_an_error(llm, tmp_path):
