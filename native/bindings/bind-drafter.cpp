@@ -107,8 +107,8 @@ void fe_bind_drafter(nb::module_ & m) {
                  return outputs(dft, std::move(out_feat), std::move(out_logits));
              },
              "Returns (feat [m, n_embd], logits [m, n_vocab_draft]) of the last m = min(k, n_pairs) positions.")
-        .def("catch_up", &fe::drafter::catch_up,
-             "Evaluates the pending pairs but the last k, without outputs (eval_context then evaluates one block).")
+        .def("catch_up", &fe::drafter::catch_up, "n_pending"_a = 0,
+             "Where more than n_pending pairs beyond the last k are pending, evaluates them without outputs.")
         .def("eval_blocks", &eval_blocks, "parents"_a, "feat"_a, "tok"_a,
              "Evaluates tree blocks: feat [n_blocks, k, n_embd], tok [n_blocks, k]; returns (feat, logits) rows per block.")
         .def("draft_to_target", &fe::drafter::draft_to_target, "id_draft"_a);

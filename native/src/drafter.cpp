@@ -25,10 +25,6 @@ struct graph_tensors {
     ggml_tensor * out_logits = nullptr; // [n_vocab_draft, n_out]
 };
 
-// a backlog of up to this many pairs (what one cycle of steady drafting commits, the largest tree
-// of an auto budget) is left to the context pass: one graph per cycle instead of two
-constexpr int32_t N_CATCH_UP_MIN = 16;
-
 size_t graph_max_nodes(const drafter_hparams & hp) {
     return 128 + 64 * (size_t) hp.n_layer;
 }
@@ -304,9 +300,9 @@ void drafter::eval_range(int32_t c0, int32_t end, std::vector<float> & out_feat,
     }
 }
 
-void drafter::catch_up() {
+void drafter::catch_up(int32_t n_pending) {
     const int32_t end = n_pairs() - w.hparams.block_size;
-    if (end - n_cached > N_CATCH_UP_MIN) {
+    if (end - n_cached > n_pending) {
         std::vector<float> no_feat, no_logits;
         eval_range(n_cached, end, no_feat, no_logits);
         n_cached = end;

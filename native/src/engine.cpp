@@ -615,7 +615,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         if (n_nodes_max > 1 && (dft != nullptr || ngram != nullptr)) {
             const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting());
             if (drafted) {
-                dft->catch_up();
+                dft->catch_up(n_nodes_max);
                 const double t_cycle = now_us();
                 dft->draft(history, auto_budget ? cost_.draft_budget(n_nodes_max) : n_nodes_max, gp.spec, gp.sampling, r, t);
                 cost_.observe_draft(now_us() - t_cycle);

@@ -140,10 +140,11 @@ public:
     void eval_context(std::vector<float> & out_feat, std::vector<float> & out_logits);
 
     // Evaluates the committed pairs eval_context would, but for the last k, without outputs, where more
-    // than 16 of them are pending: a later eval_context then costs at most one cycle's worth of pairs,
-    // whatever the backlog (a prompt, a stretch without drafting), and a smaller backlog stays one graph.
-    // Ends the drafting phase. The KV it leaves equals what eval_context computes for those pairs.
-    void catch_up();
+    // than n_pending of them are pending: a later eval_context then costs at most n_pending pairs beyond
+    // its block, whatever the backlog (a prompt, a stretch without drafting), and a backlog of one cycle
+    // (n_pending = the cycle's node budget) stays one graph. Ends the drafting phase. The KV it leaves
+    // equals what eval_context computes for those pairs.
+    void catch_up(int32_t n_pending);
 
     // Evaluates tree blocks in one graph. Block b of this call gets phase index n_blocks_before + b; it sees
     // the context, the blocks on its parent chain (any earlier index of this phase) and its own k pairs.

@@ -29,8 +29,8 @@ public:
 
     // does now the work on committed pairs that the next draft() would do first, beyond what one
     // cycle of steady drafting brings (a prompt, a stretch of cycles without drafting), so that the
-    // time of draft() is the proposer's cost per cycle
-    virtual void catch_up() {}
+    // time of draft() is the proposer's cost per cycle; a cycle commits at most n_nodes_max pairs
+    virtual void catch_up(int32_t n_nodes_max) {}
 
     // builds a tree below tokens.back() (the root, already sampled, not yet in the target's KV)
     // with at most n_nodes_max nodes including the root; node values estimate acceptance. `out` may
