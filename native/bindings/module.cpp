@@ -1,4 +1,5 @@
 // NB_MODULE(_native): exposes the engine, its parameter structs and the typed exceptions. No logic.
+#include "falcon-edge/acceptance.h"
 #include "falcon-edge/drafter.h"
 #include "falcon-edge/engine.h"
 #include "falcon-edge/falcon-proposer.h"
@@ -178,6 +179,26 @@ static void bind_engine(nb::module_ & m) {
              }, "prompt"_a, "params"_a, "on_chunk"_a = nb::none());
 }
 
+static void bind_acceptance(nb::module_ & m) {
+    nb::class_<fe::acceptance_stats>(m, "AcceptanceStats",
+                                     "a proposer's calibrated acceptance rates (fe::acceptance_stats; see acceptance.h)")
+        .def(nb::init<int32_t, double>(), "n_keys"_a, "decay"_a)
+        .def("rate", &fe::acceptance_stats::rate, "key"_a, "prior"_a)
+        .def("observe", [](fe::acceptance_stats & s, const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents,
+                           const std::vector<int32_t> & buckets, uint8_t origin, int32_t accepted) {
+                 const fe::tree t = fe::tree_from_parents(tokens, parents, origin, buckets);
+                 if (accepted < 0 || accepted >= t.size()) {
+                     throw std::invalid_argument(fe::format("accepted node must be in [0, %d), got %d", t.size(), accepted));
+                 }
+                 s.observe(t, fe::tree_path(t, accepted), origin);
+             }, "tokens"_a, "parents"_a, "buckets"_a, "origin"_a, "accepted"_a,
+             "one verified tree (nodes as data, every drafted node offered by origin) whose accepted path ends at node accepted")
+        .def("start_request", &fe::acceptance_stats::start_request)
+        .def_prop_ro("n_keys", &fe::acceptance_stats::n_keys);
+    m.attr("ORIGIN_DRAFTER") = (int) fe::ORIGIN_DRAFTER;
+    m.attr("ORIGIN_NGRAM") = (int) fe::ORIGIN_NGRAM;
+}
+
 NB_MODULE(_native, m) {
     m.doc() = "falcon-edge C++ engine (see falcon_edge for the public API)";
 
@@ -196,5 +217,6 @@ NB_MODULE(_native, m) {
 
     bind_params(m);
     bind_engine(m);
+    bind_acceptance(m);
     fe_bind_drafter(m);
 }

@@ -327,27 +327,10 @@ void engine::self_distill(const std::vector<std::vector<llama_token>> & prompts,
 
 std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (tokens.empty() || tokens.size() != parents.size() || parents[0] != -1) {
-        throw std::invalid_argument(format("a tree needs matching tokens and parents with a root first, got %d and %d",
-                                           (int) tokens.size(), (int) parents.size()));
-    }
-    if ((int32_t) tokens.size() > params_.n_batch) {
+    const tree t = tree_from_parents(tokens, parents, ORIGIN_DRAFTER, {});
+    if (t.size() > params_.n_batch) {
         throw std::invalid_argument(format("a probe tree must fit one batch of n_batch %d, got %d nodes", params_.n_batch,
-                                           (int) tokens.size()));
-    }
-    tree t;
-    tree_init(t, tokens[0]);
-    for (size_t i = 1; i < tokens.size(); ++i) {
-        if (parents[i] < 0 || parents[i] >= (int32_t) i) {
-            throw std::invalid_argument(format("parent of node %d must be in [0, %d), got %d", (int) i, (int) i, parents[i]));
-        }
-        t.token.push_back(tokens[i]);
-        t.parent.push_back(parents[i]);
-        t.depth.push_back(t.depth[parents[i]] + 1);
-        t.value.push_back(1.0f);
-        t.origin.push_back(ORIGIN_DRAFTER);
-        t.bucket.push_back(-1);
-        t.q_row.push_back(-1);
+                                           t.size()));
     }
     const int32_t n_past = (int32_t) tokens_.size();
     tree_batch tb;

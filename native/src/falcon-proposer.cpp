@@ -22,6 +22,7 @@ void falcon_proposer::observe(const tree & t, const std::vector<int32_t> & path)
 }
 
 int32_t falcon_proposer::reset(int32_t n_keep) {
+    stats_.start_request();
     const int32_t kept = std::min(n_keep, dft_->n_pairs());
     dft_->truncate(kept);
     return kept;

@@ -64,6 +64,11 @@ void ngram_proposer::draft(const std::vector<llama_token> & tokens, int32_t n_no
     }
 }
 
+int32_t ngram_proposer::reset(int32_t n_keep) {
+    stats_.start_request();
+    return n_keep;
+}
+
 void ngram_proposer::observe(const tree & t, const std::vector<int32_t> & path) {
     stats_.observe(t, path, ORIGIN_NGRAM);
 }

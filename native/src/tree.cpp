@@ -1,7 +1,10 @@
 // Tree topology helpers: building, children, leaves, paths.
 #include "falcon-edge/tree.h"
 
+#include "falcon-edge/errors.h"
+
 #include <algorithm>
+#include <stdexcept>
 
 namespace fe {
 
@@ -14,6 +17,33 @@ void tree_init(tree & t, llama_token root) {
     t.bucket = {-1};
     t.q_row  = {-1};
     t.q_rows.clear();
+}
+
+tree tree_from_parents(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents, uint8_t origin,
+                       const std::vector<int32_t> & buckets) {
+    if (tokens.empty() || tokens.size() != parents.size() || parents[0] != -1) {
+        throw std::invalid_argument(format("a tree needs matching tokens and parents with a root first, got %d and %d",
+                                           (int) tokens.size(), (int) parents.size()));
+    }
+    if (!buckets.empty() && buckets.size() != tokens.size()) {
+        throw std::invalid_argument(format("a tree needs one bucket per node, got %d buckets for %d nodes",
+                                           (int) buckets.size(), (int) tokens.size()));
+    }
+    tree t;
+    tree_init(t, tokens[0]);
+    for (size_t i = 1; i < tokens.size(); ++i) {
+        if (parents[i] < 0 || parents[i] >= (int32_t) i) {
+            throw std::invalid_argument(format("parent of node %d must be in [0, %d), got %d", (int) i, (int) i, parents[i]));
+        }
+        t.token.push_back(tokens[i]);
+        t.parent.push_back(parents[i]);
+        t.depth.push_back(t.depth[parents[i]] + 1);
+        t.value.push_back(1.0f);
+        t.origin.push_back(origin);
+        t.bucket.push_back(buckets.empty() ? -1 : buckets[i]);
+        t.q_row.push_back(-1);
+    }
+    return t;
 }
 
 int32_t tree_child(const tree & t, int32_t node, llama_token token) {

@@ -13,6 +13,16 @@
 // optimistically (half a standard error up), so that uncertain keys get tried and learned. Every
 // verified tree discounts all earlier trials by `decay`: the rates follow a change of text (prose ->
 // code), and a key that stopped being tried regains its uncertainty and gets retried.
+//
+// How well a key does also depends on the request at hand (a 1-token match pays in a quoted list,
+// not in free prose), faster than a long memory can follow. So the long memory's estimate is itself
+// only the prior of the request's own trials, worth REQUEST_WEIGHT of them:
+//
+//     rate(key) = (successes in this request + REQUEST_WEIGHT * long(key)) / (trials in this request + REQUEST_WEIGHT)
+//
+// A key that fails all through a request falls to half its long-run rate after REQUEST_WEIGHT trials,
+// instead of the hundreds of trees the long memory needs; the next request starts from the long
+// memory again (start_request).
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -25,7 +35,9 @@ namespace fe {
 class acceptance_stats {
 public:
     // `decay` in (0, 1]: weight of the past per verified tree (memory of about 1 / (1 - decay) trees)
-    acceptance_stats(int32_t n_keys, double decay) : decay_(decay), n_trials_(n_keys, 0.0), n_success_(n_keys, 0.0) {}
+    acceptance_stats(int32_t n_keys, double decay)
+        : decay_(decay), n_trials_(n_keys, 0.0), n_success_(n_keys, 0.0), n_trials_request_(n_keys, 0.0),
+          n_success_request_(n_keys, 0.0) {}
 
     // optimistic estimate of P(accepted | parent accepted) for `key`, prior mean `prior`
     float rate(int32_t key, float prior) const;
@@ -34,8 +46,8 @@ public:
     // (tree_path of the accepted node, the root first)
     void observe(const tree & t, const std::vector<int32_t> & path, uint8_t origin);
 
-    // forgets every observation
-    void clear();
+    // a new request: its own trials start from zero, the long memory stays
+    void start_request();
 
     int32_t n_keys() const { return (int32_t) n_trials_.size(); }
 
@@ -43,6 +55,8 @@ private:
     double decay_;
     std::vector<double> n_trials_;  // [n_keys]
     std::vector<double> n_success_; // [n_keys]
+    std::vector<double> n_trials_request_;  // [n_keys] trials of the current request
+    std::vector<double> n_success_request_; // [n_keys]
 };
 
 } // namespace fe

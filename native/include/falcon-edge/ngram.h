@@ -27,6 +27,9 @@ public:
 
     void observe(const tree & t, const std::vector<int32_t> & path) override;
 
+    // a new request: the acceptance statistics start its own trials
+    int32_t reset(int32_t n_keep) override;
+
 private:
     acceptance_stats stats_;
 };

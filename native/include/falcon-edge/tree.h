@@ -46,6 +46,12 @@ void tree_init(tree & t, llama_token root);
 int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, uint8_t origin, int32_t bucket,
                  int32_t q_row = -1);
 
+// a tree given as data: tokens [n_nodes] and parent links [n_nodes] (the root first, parents[0] = -1,
+// every other parent an earlier node), each drafted node offered by `origin` under buckets[i] (all -1
+// when buckets is empty), of value 1; throws std::invalid_argument naming the offending values
+tree tree_from_parents(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents, uint8_t origin,
+                       const std::vector<int32_t> & buckets);
+
 // index of the child of `node` carrying `token`, or -1
 int32_t tree_child(const tree & t, int32_t node, llama_token token);
 
