@@ -10,7 +10,6 @@ static constexpr double PRIOR_WEIGHT = 4.0; // trials the prior counts for
 // optimism in the face of uncertainty: rates are read as mean + UCB_Z standard errors, so a key that
 // has seen few trials gets verified (and learned) instead of being ruled out by a cautious prior
 static constexpr double UCB_Z = 0.5;
-static constexpr double REQUEST_WEIGHT = 8.0; // trials of the request the long memory counts for
 
 float acceptance_stats::rate(int32_t key, float prior) const {
     if (key < 0 || key >= n_keys()) {
@@ -19,7 +18,10 @@ float acceptance_stats::rate(int32_t key, float prior) const {
     const double n = n_trials_[key] + PRIOR_WEIGHT;
     const double mean = (n_success_[key] + PRIOR_WEIGHT * prior) / n;
     const double long_run = std::min(1.0, mean + UCB_Z * std::sqrt(mean * (1.0 - mean) / n));
-    return (float) ((n_success_request_[key] + REQUEST_WEIGHT * long_run) / (n_trials_request_[key] + REQUEST_WEIGHT));
+    if (request_weight_ <= 0.0) {
+        return (float) long_run;
+    }
+    return (float) ((n_success_request_[key] + request_weight_ * long_run) / (n_trials_request_[key] + request_weight_));
 }
 
 void acceptance_stats::observe(const tree & t, const std::vector<int32_t> & path, uint8_t origin) {

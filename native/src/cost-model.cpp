@@ -8,8 +8,9 @@ namespace fe {
 
 static constexpr int32_t N_PROBE_FIRST = 16;   // cycles between probes while drafting does not pay ...
 static constexpr int32_t N_PROBE_MAX   = 256;  // ... doubling after each probe that found no gain
+static constexpr int32_t N_PROBE_CYCLES = 4;   // cycles a probe drafts on, judged by their mean gain
 static constexpr double  MIN_GAIN      = 0.02; // expected speed-up below which drafting stops (2%)
-static constexpr double  GAIN_DECAY    = 0.5;  // weight of the past in the running gain
+static constexpr double  GAIN_DECAY    = 0.75; // weight of the past in the running gain (~4 cycles)
 static constexpr double  PRIOR_WEIGHT  = 4.0;  // decodes of a size the measured curve counts for
 static constexpr double  SEEN_MAX      = 16.0; // the weight of observations is capped: a moving average
 static constexpr double  UNIT_DECAY    = 0.9;  // weight of the past in the one-node decode time, the
@@ -69,7 +70,7 @@ double cost_model::cost(int32_t n) const {
 }
 
 int32_t cost_model::draft_budget(int32_t n_nodes_max) const {
-    if (curve_.empty() || probing_ || n_chosen_ == 0) {
+    if (curve_.empty() || n_probe_left_ > 0 || n_chosen_ == 0) {
         return n_nodes_max;
     }
     return std::clamp(2 * n_chosen_, 2, n_nodes_max);
@@ -120,31 +121,38 @@ void cost_model::record_gain(const tree & t, uint8_t costly) {
     const double with    = best_speed(sorted_values(t, ORIGIN_ROOT), d, n);
     const double without = best_speed(sorted_values(t, costly), 0.0, n);
     const double g = with / without - 1.0;
-    gain_ = fresh_ ? g : GAIN_DECAY * gain_ + (1.0 - GAIN_DECAY) * g;
-    fresh_ = false;
-    if (probing_) {
+    if (n_probe_left_ == 0) {
+        gain_ = GAIN_DECAY * gain_ + (1.0 - GAIN_DECAY) * g;
+        return;
+    }
+    // a probe's mean gain replaces the running one: it is what drafting pays here and now
+    probe_gain_ += g / N_PROBE_CYCLES;
+    if (--n_probe_left_ == 0) {
+        gain_ = probe_gain_;
         probe_every_ = gain_ > MIN_GAIN ? N_PROBE_FIRST : std::clamp(2 * probe_every_, N_PROBE_FIRST, N_PROBE_MAX);
-        probing_ = false;
     }
 }
 
-void cost_model::start_request() {
-    fresh_ = true;
+void cost_model::start_probe() {
+    n_probe_left_ = N_PROBE_CYCLES;
+    probe_gain_ = 0.0;
     n_skipped_ = 0;
 }
 
+void cost_model::start_request() {
+    start_probe();
+}
+
 bool cost_model::worth_drafting() {
-    if (fresh_) {
-        probing_ = true;
+    if (n_probe_left_ > 0 || curve_.empty()) {
         return true;
     }
-    if (gain_ > MIN_GAIN || curve_.empty()) {
+    if (gain_ > MIN_GAIN) {
         probe_every_ = N_PROBE_FIRST;
         return true;
     }
     if (++n_skipped_ >= probe_every_) {
-        n_skipped_ = 0;
-        probing_ = true;
+        start_probe();
         return true;
     }
     return false;

@@ -9,20 +9,21 @@ namespace fe {
 
 namespace gs = gguf_schema;
 
-// the drafter's calibration is a property of drafter and target: a long memory (~1000 verified trees)
+// the drafter's calibration is a property of drafter and target: a long memory (~1000 verified trees),
+// no level of the request's own (its probability bins already follow the text; and a request level
+// would keep a drafter gated off by a few early rejections from the trials that could restore it)
 static constexpr double STATS_DECAY = 0.999;
 // dynamic tree: block-completing nodes less likely than this are not expanded by a further pass
 static constexpr float EXPAND_MIN_VALUE = 0.05f;
 
 falcon_proposer::falcon_proposer(std::unique_ptr<drafter> dft)
-    : dft_(std::move(dft)), stats_(gs::N_ACCEPT_KEYS, STATS_DECAY) {}
+    : dft_(std::move(dft)), stats_(gs::N_ACCEPT_KEYS, STATS_DECAY, 0.0) {}
 
 void falcon_proposer::observe(const tree & t, const std::vector<int32_t> & path) {
     stats_.observe(t, path, ORIGIN_DRAFTER);
 }
 
 int32_t falcon_proposer::reset(int32_t n_keep) {
-    stats_.start_request();
     const int32_t kept = std::min(n_keep, dft_->n_pairs());
     dft_->truncate(kept);
     return kept;

@@ -13,6 +13,8 @@ static constexpr int32_t N_DEPTH_KEYS = 3;
 static constexpr float PRIOR_RATE[N_MATCH_KEYS] = {0.25f, 0.4f, 0.6f, 0.8f};
 // what the n-gram rates mean depends on the text at hand: a memory of about 200 verified trees
 static constexpr double STATS_DECAY = 0.995;
+// ... that is only the prior of the request's own trials, worth this many (acceptance.h)
+static constexpr double REQUEST_WEIGHT = 8.0;
 
 static int32_t match_class(int32_t n_match) {
     return n_match >= 8 ? 3 : (n_match >= 4 ? 2 : (n_match >= 2 ? 1 : 0));
@@ -22,7 +24,7 @@ static int32_t ngram_key(int32_t n_match, int32_t depth) {
     return match_class(n_match) * N_DEPTH_KEYS + std::min(depth, N_DEPTH_KEYS) - 1;
 }
 
-ngram_proposer::ngram_proposer() : stats_(N_MATCH_KEYS * N_DEPTH_KEYS, STATS_DECAY) {}
+ngram_proposer::ngram_proposer() : stats_(N_MATCH_KEYS * N_DEPTH_KEYS, STATS_DECAY, REQUEST_WEIGHT) {}
 
 std::vector<ngram_continuation> ngram_continuations(const std::vector<llama_token> & tokens, int32_t n_min,
                                                     int32_t n_max, int32_t n_branches, int32_t depth) {

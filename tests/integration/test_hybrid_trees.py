@@ -90,8 +90,8 @@ def test_the_drafter_files_rates_value_the_first_trees(tiny_path, tiny_target, t
 
 
 def test_drafter_that_does_not_pay_is_probed_ever_less_often(tiny_path, drafter_path):
-    # a random drafter under a curve where every extra node costs a whole step: after the first cycles it only
-    # drafts on probe cycles, whose spacing doubles (16, 32, 64, ...) while they find no gain
+    # a random drafter under a curve where every extra node costs a whole step: after the first probe it only
+    # drafts on probes (4 cycles each), whose spacing doubles (16, 32, 64, ...) while they find no gain
     llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=[float(n) for n in range(1, 17)],
                      spec=SpecConfig(ngram_branches=0))
     prompt = load_prompts("gsm8k", 1)[0]
@@ -100,13 +100,15 @@ def test_drafter_that_does_not_pay_is_probed_ever_less_often(tiny_path, drafter_
     assert spec.tokens == plain.tokens
     st = spec.stats
     assert st.n_drafted == 0 and st.n_nodes_max == 1
-    # fixed 16-cycle probes would pass the drafter ~25 times in 400 cycles (two passes each)
-    assert 0 < st.n_draft_passes <= 20
+    # probes at cycles 0, 16, 48, 112 and 240 pass the drafter once per cycle: 20 passes; probes every 16th cycle
+    # would pass it ~100 times in 400 cycles
+    assert 0 < st.n_draft_passes <= 30
 
 
 def test_every_request_probes_the_drafter_afresh(tiny_path, drafter_path):
     # the same engine: a long request gates the random drafter off (probes every 128th cycle by its end); the next,
-    # short request still drafts on its first cycle, since what the drafter adds follows the text of each request
+    # short request still drafts on its first cycles (a probe of 4), since what the drafter adds follows the text of
+    # each request
     llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=[float(n) for n in range(1, 17)],
                      spec=SpecConfig(ngram_branches=0))
     long_prompt, short_prompt = load_prompts("gsm8k", 2)
@@ -114,4 +116,4 @@ def test_every_request_probes_the_drafter_afresh(tiny_path, drafter_path):
     plain = llm.generate(short_prompt, max_tokens=12, speculative=False)
     spec = llm.generate(short_prompt, max_tokens=12)
     assert spec.tokens == plain.tokens
-    assert spec.stats.n_draft_passes > 0 and spec.stats.n_drafted == 0
+    assert spec.stats.n_draft_passes >= 4 and spec.stats.n_drafted == 0

@@ -14,15 +14,17 @@
 // verified tree discounts all earlier trials by `decay`: the rates follow a change of text (prose ->
 // code), and a key that stopped being tried regains its uncertainty and gets retried.
 //
-// How well a key does also depends on the request at hand (a 1-token match pays in a quoted list,
-// not in free prose), faster than a long memory can follow. So the long memory's estimate is itself
-// only the prior of the request's own trials, worth REQUEST_WEIGHT of them:
+// How well an n-gram key does also depends on the request at hand (a 1-token match pays in a quoted
+// list, not in free prose), faster than a long memory can follow. A proposer whose keys say nothing of
+// the text (n-gram lookup, unlike the drafter's probability bins) therefore gives the request a level
+// of its own: the long memory's estimate is only the prior of the request's own trials, worth
+// `request_weight` of them:
 //
-//     rate(key) = (successes in this request + REQUEST_WEIGHT * long(key)) / (trials in this request + REQUEST_WEIGHT)
+//     rate(key) = (successes in this request + request_weight * long(key)) / (trials in this request + request_weight)
 //
-// A key that fails all through a request falls to half its long-run rate after REQUEST_WEIGHT trials,
-// instead of the hundreds of trees the long memory needs; the next request starts from the long
-// memory again (start_request).
+// A key that fails all through a request then falls to half its long-run rate after request_weight
+// trials, instead of the hundreds of trees the long memory needs; the next request starts from the
+// long memory again (start_request).
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -34,10 +36,12 @@ namespace fe {
 
 class acceptance_stats {
 public:
-    // `decay` in (0, 1]: weight of the past per verified tree (memory of about 1 / (1 - decay) trees)
-    acceptance_stats(int32_t n_keys, double decay)
-        : decay_(decay), n_trials_(n_keys, 0.0), n_success_(n_keys, 0.0), n_trials_request_(n_keys, 0.0),
-          n_success_request_(n_keys, 0.0) {}
+    // `decay` in (0, 1]: weight of the past per verified tree (memory of about 1 / (1 - decay) trees);
+    // `request_weight`: trials of the current request the long memory counts for (0: rates are the
+    // long memory's alone)
+    acceptance_stats(int32_t n_keys, double decay, double request_weight)
+        : decay_(decay), request_weight_(request_weight), n_trials_(n_keys, 0.0), n_success_(n_keys, 0.0),
+          n_trials_request_(n_keys, 0.0), n_success_request_(n_keys, 0.0) {}
 
     // optimistic estimate of P(accepted | parent accepted) for `key`, prior mean `prior`
     float rate(int32_t key, float prior) const;
@@ -53,6 +57,7 @@ public:
 
 private:
     double decay_;
+    double request_weight_;
     std::vector<double> n_trials_;  // [n_keys]
     std::vector<double> n_success_; // [n_keys]
     std::vector<double> n_trials_request_;  // [n_keys] trials of the current request

@@ -11,13 +11,15 @@
 // acceptance probabilities: acceptance.h) and d the drafting cost of the cycle relative to one
 // target token. A drafted tree is cut to its best N with d already paid (d = 0). Whether a costly
 // proposer (the drafter) should draft at all follows the running gain of its trees over what the
-// free proposers (n-gram lookup) offer alone, d counted; while that gain stays under 2% it is
-// skipped and drafts only on probe cycles to re-check: every 16th cycle at first, every 32nd, 64th,
+// free proposers (n-gram lookup) offer alone, d counted (a running mean over about 4 cycles); while
+// that gain stays under 2% it is skipped and drafts only on probes to re-check: 4 consecutive cycles
+// whose mean gain replaces the running one (what the drafter adds differs from one position to the
+// next, so one cycle is too noisy to rest a decision on), every 16th cycle at first, every 32nd, 64th,
 // ... up to every 256th after probes that found no gain, every 16th again after one that did. The
-// first cycle of every request is a probe whose gain alone sets the running gain, since what the
-// drafter adds over n-gram lookup follows the text (code, chat, arithmetic); the node values it is
-// computed from (the calibration) and the probe spacing keep their memory across requests, so a
-// run of requests where the drafter does not pay costs about one probe each.
+// first cycles of every request are a probe, since what the drafter adds over n-gram lookup follows
+// the text (code, chat, arithmetic); the node values it is computed from (the calibration) and the
+// probe spacing keep their memory across requests, so a run of requests where the drafter does not
+// pay costs about one probe each.
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -46,7 +48,7 @@ public:
     // the current estimate of c(n), the measured prior blended with what observe_decode saw
     double cost(int32_t n) const;
 
-    // the drafter's node budget this cycle, at most n_nodes_max: all of it on a probe (and before
+    // the drafter's node budget this cycle, at most n_nodes_max: all of it on a probe cycle (and before
     // any choice), else twice the size chosen last, so that the tree can double from cycle to cycle
     // while the drafter skips the passes whose nodes the cut to the chosen size would drop
     int32_t draft_budget(int32_t n_nodes_max) const;
@@ -59,7 +61,7 @@ public:
     // running gain of its tree, its draft_cost() counted, over the tree without its nodes
     void record_gain(const tree & t, uint8_t costly);
 
-    // a new request: its first cycle probes, and the gain measured there replaces the running one
+    // a new request: its first cycles probe, and the gain measured there replaces the running one
     void start_request();
     // whether the costly proposer is expected to pay (probes every so often while it does not)
     bool worth_drafting();
@@ -67,6 +69,8 @@ public:
 private:
     // learns c(n) from a decode of n <= n_max nodes, relative to the running one-node decode time
     void observe_curve(int32_t n, double us);
+    // the next N_PROBE_CYCLES cycles draft, and their mean gain replaces the running one
+    void start_probe();
     // best expected speed (and its node count) over the first n of `values` (sorted, best first)
     double best_speed(const std::vector<float> & values, double d, int32_t & best_n) const;
 
@@ -76,11 +80,11 @@ private:
     double unit_us_      = 0.0;         // running one-node decode time
     double token_us_     = 0.0;         // running decode time over its estimated cost c(n): one token's share
     double draft_us_     = 0.0;         // running drafting time of a cycle in which the drafter ran
-    double gain_         = 0.0;   // running gain of drafting (meaningless while fresh_)
-    bool    fresh_       = true;  // no gain measured in this request yet
+    double gain_         = 0.0;   // running gain of drafting
+    double probe_gain_   = 0.0;   // mean gain of the current probe's cycles so far
+    int32_t n_probe_left_ = 0;    // cycles left in the current probe (0: not probing)
     int32_t n_skipped_   = 0;
     int32_t probe_every_ = 0;     // cycles between probes while drafting does not pay (0: no probe failed yet)
-    bool    probing_     = false; // the current drafting cycle is a probe
     int32_t n_chosen_    = 0;     // the last choose() (0: none yet)
 };
 
