@@ -187,9 +187,6 @@ static void bind_acceptance(nb::module_ & m) {
         .def("observe", [](fe::acceptance_stats & s, const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents,
                            const std::vector<int32_t> & buckets, uint8_t origin, int32_t accepted) {
                  const fe::tree t = fe::tree_from_parents(tokens, parents, origin, buckets);
-                 if (accepted < 0 || accepted >= t.size()) {
-                     throw std::invalid_argument(fe::format("accepted node must be in [0, %d), got %d", t.size(), accepted));
-                 }
                  s.observe(t, fe::tree_path(t, accepted), origin);
              }, "tokens"_a, "parents"_a, "buckets"_a, "origin"_a, "accepted"_a,
              "one verified tree (nodes as data, every drafted node offered by origin) whose accepted path ends at node accepted")

@@ -147,6 +147,9 @@ std::vector<int32_t> tree_leaves(const tree & t) {
 }
 
 std::vector<int32_t> tree_path(const tree & t, int32_t node) {
+    if (node < 0 || node >= t.size()) {
+        throw std::invalid_argument(format("a path ends at a node in [0, %d), got %d", t.size(), node));
+    }
     std::vector<int32_t> path;
     for (int32_t u = node; u >= 0; u = t.parent[u]) {
         path.push_back(u);

@@ -77,5 +77,5 @@ def test_bad_trees_are_refused_with_the_offending_values():
         stats.observe([0, 1], [-1, 3], [-1, 0], _native.ORIGIN_NGRAM, 1)
     with pytest.raises(ValueError, match="one bucket per node, got 1 buckets for 2 nodes"):
         stats.observe([0, 1], [-1, 0], [0], _native.ORIGIN_NGRAM, 1)
-    with pytest.raises(ValueError, match="accepted node must be in \\[0, 2\\), got 5"):
+    with pytest.raises(ValueError, match="a path ends at a node in \\[0, 2\\), got 5"):
         stats.observe([0, 1], [-1, 0], [-1, 0], _native.ORIGIN_NGRAM, 5)

@@ -61,7 +61,7 @@ std::vector<std::vector<int32_t>> tree_children(const tree & t);
 // leaves in depth-first order (the order seq ids are assigned in)
 std::vector<int32_t> tree_leaves(const tree & t);
 
-// path from the root to `node`, both included
+// path from the root to `node`, both included (std::invalid_argument for a node outside the tree)
 std::vector<int32_t> tree_path(const tree & t, int32_t node);
 
 // keeps the n_keep most valuable nodes (root included; a parent is never less valuable than its
