@@ -632,7 +632,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         const walk_result walk = verify_tree(ctx_, t, tb, gp.sampling, history, r);
         const std::vector<int32_t> path = tree_path(t, walk.node);
         for (proposer * p : {dft, ngram}) {
-            if (p != nullptr && t.size() > 1) {
+            if (p != nullptr) {
                 p->observe(t, path);
             }
         }

@@ -38,8 +38,9 @@ public:
     virtual void draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,
                        const sampling_params & smp, rng & r, tree & out) = 0;
 
-    // after each verification: the verified tree and its accepted path (tree_path of the accepted
-    // node), to calibrate the values of the nodes this proposer offered (acceptance.h)
+    // after each verification, a tree of the root alone included: the verified tree and its accepted
+    // path (tree_path of the accepted node), to calibrate the values of the nodes this proposer
+    // offered (acceptance.h; a cycle that offered nothing still ages what was learned before)
     virtual void observe(const tree & t, const std::vector<int32_t> & path) {}
 
     // drafter forward passes run so far (statistics); a proposer without passes drafts for free
