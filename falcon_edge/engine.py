@@ -37,6 +37,7 @@ def _spec_stats(mode: str, st: _native.GenStats) -> SpecStats:
         n_accepted_ngram=st.n_accepted_ngram,
         n_draft_passes=st.n_draft_passes,
         n_nodes_max=st.n_nodes_max,
+        verify_units=st.verify_units,
         t_prefill_s=st.t_prefill_us / 1e6,
         t_draft_s=st.t_draft_us / 1e6,
         t_verify_s=st.t_verify_us / 1e6,

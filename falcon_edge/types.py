@@ -21,6 +21,9 @@ class SpecStats:
             ``"falcon"`` its branches are merged into the drafter's tree).
         n_draft_passes: drafter forward passes.
         n_nodes_max: largest tree verified in one pass, root included (1 = plain decoding).
+        verify_units: what the verifications cost by the device's verify-cost curve, in plain decoding steps: the sum
+            over cycles of c(nodes verified) as the engine estimated it when it sized the tree (n_cycles when
+            decoding plainly). A measure of the engine's choices that host speed noise does not reach.
         t_prefill_s, t_draft_s, t_verify_s, t_sample_s, t_total_s: seconds spent prefilling, drafting, in the
             target's verification decodes, in acceptance/sampling/KV commit, and in total.
     """
@@ -36,6 +39,7 @@ class SpecStats:
     n_accepted_ngram: int
     n_draft_passes: int
     n_nodes_max: int
+    verify_units: float
     t_prefill_s: float
     t_draft_s: float
     t_verify_s: float

@@ -71,7 +71,8 @@ static void bind_params(nb::module_ & m) {
         .def_ro("t_verify_us", &fe::gen_stats::t_verify_us)
         .def_ro("t_sample_us", &fe::gen_stats::t_sample_us)
         .def_ro("t_total_us", &fe::gen_stats::t_total_us)
-        .def_ro("n_nodes_max", &fe::gen_stats::n_nodes_max);
+        .def_ro("n_nodes_max", &fe::gen_stats::n_nodes_max)
+        .def_ro("verify_units", &fe::gen_stats::verify_units);
     nb::class_<fe::gen_result>(m, "GenResult")
         .def_ro("tokens", &fe::gen_result::tokens)
         .def_prop_ro("text", [](const fe::gen_result & r) { return nb::bytes(r.text.data(), r.text.size()); })

@@ -11,7 +11,7 @@ static constexpr double PRIOR_WEIGHT = 4.0; // trials the prior counts for
 // has seen few trials gets verified (and learned) instead of being ruled out by a cautious prior
 static constexpr double UCB_Z = 0.5;
 
-float acceptance_stats::rate(int32_t key, float prior) {
+float acceptance_stats::rate(int32_t key, float prior) const {
     if (key < 0 || key >= n_keys()) {
         return prior;
     }
@@ -21,10 +21,7 @@ float acceptance_stats::rate(int32_t key, float prior) {
     if (request_weight_ <= 0.0) {
         return (float) long_run;
     }
-    long_read_[key] = long_run;
-    const double fit = (success_request_ + request_weight_) / (expected_request_ + request_weight_);
-    const double level = std::min(1.0, fit * long_run);
-    return (float) ((n_success_request_[key] + request_weight_ * level) / (n_trials_request_[key] + request_weight_));
+    return (float) ((n_success_request_[key] + request_weight_ * long_run) / (n_trials_request_[key] + request_weight_));
 }
 
 void acceptance_stats::observe(const tree & t, const std::vector<int32_t> & path, uint8_t origin) {
@@ -45,16 +42,12 @@ void acceptance_stats::observe(const tree & t, const std::vector<int32_t> & path
         n_success_[key] += on_path[u] ? 1.0 : 0.0;
         n_trials_request_[key]  += 1.0;
         n_success_request_[key] += on_path[u] ? 1.0 : 0.0;
-        expected_request_ += long_read_[key];
-        success_request_  += on_path[u] ? 1.0 : 0.0;
     }
 }
 
 void acceptance_stats::start_request() {
     std::fill(n_trials_request_.begin(), n_trials_request_.end(), 0.0);
     std::fill(n_success_request_.begin(), n_success_request_.end(), 0.0);
-    expected_request_ = 0.0;
-    success_request_ = 0.0;
 }
 
 } // namespace fe

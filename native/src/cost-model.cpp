@@ -35,7 +35,7 @@ void cost_model::observe_decode(int32_t n, double us) {
         return;
     }
     observe_curve(n, us);
-    token_us_ = blend(token_us_, us / (n <= n_max() ? cost(n) : (double) n));
+    token_us_ = blend(token_us_, us / cost_or_linear(n));
 }
 
 void cost_model::observe_draft(double us) {
@@ -67,6 +67,10 @@ void cost_model::observe_curve(int32_t n, double us) {
 double cost_model::cost(int32_t n) const {
     const double w = n_seen_[n - 1];
     return (PRIOR_WEIGHT * curve_[n - 1] + w * seen_[n - 1]) / (PRIOR_WEIGHT + w);
+}
+
+double cost_model::cost_or_linear(int32_t n) const {
+    return n <= n_max() ? cost(n) : (double) n;
 }
 
 int32_t cost_model::draft_budget(int32_t n_nodes_max) const {

@@ -613,6 +613,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
             st.t_draft_us += now_us() - t0;
         }
         st.n_nodes_max = std::max(st.n_nodes_max, t.size());
+        st.verify_units += cost_.cost_or_linear(t.size());
 
         // ---- verify: the whole tree in one decode ----
         const double t1 = now_us();

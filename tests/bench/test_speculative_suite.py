@@ -28,6 +28,10 @@ def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
             assert len({s["n_generated"] for s in row["plain"] + row["spec"]}) == 1
         assert d["plain_tokens_per_s"] > 0 and d["spec_tokens_per_s"] > 0 and d["tau"] >= 1.0
         assert 0.0 <= d["ngram_share"] <= 1.0
+        # plain decoding costs one step per cycle by any curve; the speculative runs' steps follow their trees
+        assert all(s["verify_units"] == pytest.approx(s["n_cycles"]) for r in d["rows"] for s in r["plain"]), name
+        assert all(s["verify_units"] > 0 for r in d["rows"] for s in r["spec"]), name
+        assert d["modeled_speedup"] > 0
     table = bench.format_table(report)
     assert "gsm8k" in table and "humaneval" in table and "prompts min-max" in table
 

@@ -1,8 +1,7 @@
 """Calibrated acceptance rates (fe::acceptance_stats, through _native.AcceptanceStats).
 
 A proposer values a node by rate(key): P(accepted | parent accepted) estimated from verified trees, a long memory
-that can itself be the prior of the current request's own trials (the n-gram proposer's), scaled by how the request's
-trials of all keys compared with the long memory. Trees here are data: a
+that can itself be the prior of the current request's own trials (the n-gram proposer's). Trees here are data: a
 root and drafted nodes under given keys, with the accepted path given by its last node.
 """
 
@@ -33,7 +32,6 @@ def test_an_unseen_key_reads_its_prior_optimistically():
     assert stats.rate(0, 0.5) == pytest.approx(0.625, abs=1e-6)
     _learn(stats, 0, 400, every_failed=10)
     assert stats.rate(0, 0.5) == pytest.approx(0.9, abs=0.03)
-    stats.start_request()
     assert stats.rate(1, 0.5) == pytest.approx(0.625, abs=1e-6)  # keys are learned apart
 
 
@@ -75,39 +73,6 @@ def test_trees_of_the_root_alone_age_what_was_learned():
         stats.observe([0], [-1], [-1], _native.ORIGIN_NGRAM, 0)
     stats.start_request()
     assert stats.rate(0, 0.8) > 0.75
-
-
-def test_keys_the_request_has_not_tried_follow_the_keys_it_has():
-    # two keys learned over many requests (key 0 accepted 30% of the time, key 1 90%), then a request in which key 0
-    # keeps failing: key 1, not tried yet in this request, is read below its long-run rate, since the request's
-    # trials fell short of what the long memory expected of them; a key per key level alone would leave it at the
-    # long-run rate
-    stats = _native.AcceptanceStats(2, DECAY, REQUEST_WEIGHT)
-    for i in range(400):
-        _verify_one(stats, 0, i % 10 < 3)
-        _verify_one(stats, 1, i % 10 != 0)
-    stats.start_request()
-    long_run = stats.rate(1, 0.8)
-    assert long_run > 0.85
-    for _ in range(8):
-        stats.rate(0, 0.25)  # the proposer reads the key's rate before each tree it offers
-        _verify_one(stats, 0, False)
-    assert stats.rate(1, 0.8) < 0.85 * long_run
-    stats.start_request()
-    assert stats.rate(1, 0.8) == pytest.approx(long_run, abs=0.01)
-
-
-def test_a_request_that_beats_the_long_memory_raises_untried_keys_at_most_to_one():
-    stats = _native.AcceptanceStats(2, DECAY, REQUEST_WEIGHT)
-    for i in range(400):
-        _verify_one(stats, 0, i % 10 < 3)
-        _verify_one(stats, 1, i % 10 != 0)
-    stats.start_request()
-    long_run = stats.rate(1, 0.8)
-    for _ in range(40):
-        stats.rate(0, 0.25)
-        _verify_one(stats, 0, True)
-    assert long_run + 0.05 < stats.rate(1, 0.8) <= 1.0
 
 
 def test_without_a_request_level_the_long_memory_alone_counts():

@@ -26,16 +26,6 @@
 // A key that fails all through a request then falls to half its long-run rate after request_weight
 // trials, instead of the hundreds of trees the long memory needs; the next request starts from the
 // long memory again (start_request).
-//
-// The keys of one proposer fail or pay together (n-gram matches of every length fail in free prose),
-// so the request's level of a key its trials have not reached yet is read from the others: long(key)
-// is scaled by how the request's trials of all keys compared with what the long memory expected of
-// them (the sum of long(key) as read for each trial), again with request_weight trials of prior:
-//
-//     long(key) <- min(1, long(key) * (successes + request_weight) / (expected successes + request_weight))
-//
-// On a fresh engine, after 8 rejected 1-token matches the request's first 8-token match is valued at
-// 0.74 instead of its prior's 0.90, where the key's own trials alone would leave it at 0.90.
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -52,11 +42,10 @@ public:
     // long memory's alone)
     acceptance_stats(int32_t n_keys, double decay, double request_weight)
         : decay_(decay), request_weight_(request_weight), n_trials_(n_keys, 0.0), n_success_(n_keys, 0.0),
-          n_trials_request_(n_keys, 0.0), n_success_request_(n_keys, 0.0), long_read_(n_keys, 0.0) {}
+          n_trials_request_(n_keys, 0.0), n_success_request_(n_keys, 0.0) {}
 
-    // optimistic estimate of P(accepted | parent accepted) for `key`, prior mean `prior` (the request
-    // level counts the long memory's estimate read here as what the key's next trial is expected to match)
-    float rate(int32_t key, float prior);
+    // optimistic estimate of P(accepted | parent accepted) for `key`, prior mean `prior`
+    float rate(int32_t key, float prior) const;
 
     // counts the trials of the nodes of tree t offered by `origin`, given the accepted path
     // (tree_path of the accepted node, the root first)
@@ -74,9 +63,6 @@ private:
     std::vector<double> n_success_; // [n_keys]
     std::vector<double> n_trials_request_;  // [n_keys] trials of the current request
     std::vector<double> n_success_request_; // [n_keys]
-    std::vector<double> long_read_;         // [n_keys] the long memory's estimate last read for each key
-    double expected_request_ = 0.0;         // sum of long_read_ over the request's trials of all keys
-    double success_request_ = 0.0;          // ... and their successes
 };
 
 } // namespace fe

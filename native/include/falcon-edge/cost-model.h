@@ -47,6 +47,8 @@ public:
     double draft_cost() const;
     // the current estimate of c(n), the measured prior blended with what observe_decode saw
     double cost(int32_t n) const;
+    // c(n) where the curve reaches n, else n (one plain step per node)
+    double cost_or_linear(int32_t n) const;
 
     // the drafter's node budget this cycle, at most n_nodes_max: all of it on a probe cycle (and before
     // any choice), else twice the size chosen last, so that the tree can double from cycle to cycle

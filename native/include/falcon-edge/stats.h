@@ -21,6 +21,9 @@ struct gen_stats {
     double  t_sample_us  = 0; // acceptance walk, sampling and KV commit
     double  t_total_us   = 0;
     int32_t n_nodes_max  = 0; // tree budget used (1 = plain decoding)
+    // what the verifications cost by the device's verify-cost curve, in plain steps: the sum over cycles
+    // of c(nodes verified) as estimated when the tree was sized (n_cycles for plain decoding)
+    double  verify_units = 0;
 };
 
 } // namespace fe
