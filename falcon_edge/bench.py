@@ -88,6 +88,7 @@ def _summary(rows: list[dict]) -> dict:
         return sum(s["verify_units"] * (1.0 + s["t_draft_s"] / s["t_verify_s"]) for s in runs if s["n_cycles"] > 0)
 
     t_plain, t_spec = decode_s(plain), decode_s(spec)
+    steps_plain, steps_spec = steps(plain), steps(spec)
     n_plain, n_spec = sum(s["n_generated"] for s in plain), sum(s["n_generated"] for s in spec)
     cycles = sum(s["n_cycles"] for s in spec)
     accepted = sum(s["n_accepted"] for s in spec)
@@ -103,7 +104,7 @@ def _summary(rows: list[dict]) -> dict:
         "speedup_per_prompt": per_prompt,
         # the same ratio with the time of every run replaced by its cost in plain steps (SpecStats.verify_units):
         # what the engine's choices are worth on this device's curve, out of reach of the host's speed noise
-        "modeled_speedup": (n_spec / steps(spec)) / (n_plain / steps(plain)) if steps(plain) > 0 else 1.0,
+        "modeled_speedup": (n_spec / steps_spec) / (n_plain / steps_plain) if steps_plain > 0 else 1.0,
         "tau": (accepted + cycles) / cycles if cycles else 1.0,
         "alpha": accepted / n_spec if n_spec else 0.0,
         "draft_acceptance": accepted / drafted if drafted else 0.0,
