@@ -422,12 +422,13 @@ void add_drafter_tensors(drafter_weights & w, std::vector<tensor_load> & loads, 
     }
 }
 
-// the type of the gathered LM head: a k-quant or other block type of the target becomes Q8_0, whose
-// batched matmul (the drafter computes logits for every row of a pass) is the CPU's fastest path;
-// Q8_0 holds the target's rows to within its own rounding, F32 / F16 / BF16 / Q8_0 / Q4_0 stay as they are
+// the type of the gathered LM head. A drafter pass reads the whole head, so it is memory-bound: a
+// k-quant (slow batched matmul), F16 or BF16 (twice the bytes) becomes Q8_0, the CPU's fastest batched
+// path, which holds the target's rows to within its own rounding; F32 (exact references), Q8_0 and Q4_0
+// stay as they are
 enum ggml_type head_type(enum ggml_type target_type) {
     switch (target_type) {
-        case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0:
+        case GGML_TYPE_F32: case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0:
             return target_type;
         default:
             return GGML_TYPE_Q8_0;
