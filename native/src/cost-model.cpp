@@ -10,7 +10,6 @@ static constexpr int32_t N_PROBE_FIRST = 16;   // cycles between probes while dr
 static constexpr int32_t N_PROBE_MAX   = 256;  // ... doubling after each probe that found no gain
 static constexpr int32_t N_PROBE_CYCLES = 4;   // cycles a probe drafts on, judged by their mean gain
 static constexpr double  MIN_GAIN      = 0.02; // expected speed-up below which drafting stops (2%)
-static constexpr double  PROBE_SHARE   = 0.01; // share of the decoding time probes that find no gain may take
 static constexpr double  GAIN_DECAY    = 0.75; // weight of the past in the running gain (~4 cycles)
 static constexpr double  PRIOR_WEIGHT  = 4.0;  // decodes of a size the measured curve counts for
 static constexpr double  SEEN_MAX      = 16.0; // the weight of observations is capped: a moving average
@@ -132,20 +131,15 @@ void cost_model::record_gain(const tree & t, uint8_t costly) {
     }
     // a probe's mean gain replaces the running one: it is what drafting pays here and now
     probe_gain_ += g / N_PROBE_CYCLES;
-    probe_cost_ += d;
     if (--n_probe_left_ == 0) {
         gain_ = probe_gain_;
-        // after a probe that found no gain, the next one waits twice as long as this one did, and at least
-        // until this one's drafting is PROBE_SHARE of the cycles since
-        const int32_t by_cost = (int32_t) std::min(probe_cost_ / PROBE_SHARE, (double) N_PROBE_MAX);
-        probe_every_ = gain_ > MIN_GAIN ? N_PROBE_FIRST : std::clamp(std::max(2 * probe_every_, by_cost), N_PROBE_FIRST, N_PROBE_MAX);
+        probe_every_ = gain_ > MIN_GAIN ? N_PROBE_FIRST : std::clamp(2 * probe_every_, N_PROBE_FIRST, N_PROBE_MAX);
     }
 }
 
 void cost_model::start_probe() {
     n_probe_left_ = N_PROBE_CYCLES;
     probe_gain_ = 0.0;
-    probe_cost_ = 0.0;
     n_skipped_ = 0;
 }
 

@@ -91,8 +91,7 @@ def test_the_drafter_files_rates_value_the_first_trees(tiny_path, tiny_target, t
 
 def test_drafter_that_does_not_pay_is_probed_ever_less_often(tiny_path, drafter_path):
     # a random drafter under a curve where every extra node costs a whole step: after the first probe it only
-    # drafts on probes (4 cycles each), whose spacing doubles (16, 32, 64, ...) while they find no gain, and is at
-    # least what keeps a probe's drafting within 1% of the cycles since
+    # drafts on probes (4 cycles each), whose spacing doubles (16, 32, 64, ...) while they find no gain
     llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=[float(n) for n in range(1, 17)],
                      spec=SpecConfig(ngram_branches=0))
     prompt = load_prompts("gsm8k", 1)[0]
@@ -101,10 +100,9 @@ def test_drafter_that_does_not_pay_is_probed_ever_less_often(tiny_path, drafter_
     assert spec.tokens == plain.tokens
     st = spec.stats
     assert st.n_drafted == 0 and st.n_nodes_max == 1
-    # a pass of this drafter costs more than a step of the tiny target (d ~ 1.8 on a 2-core x86-64), so a probe
-    # costs ~7 steps and the next waits the longest spacing: probes at cycles 0 and 260 pass the drafter 8 times;
-    # spacing by doubling alone (0, 16, 48, 112, 240) passes it 20 times, every 16th cycle ~100 times
-    assert 0 < st.n_draft_passes <= 12
+    # probes at cycles 0, 16, 48, 112 and 240 pass the drafter once per cycle: 20 passes; probes every 16th cycle
+    # would pass it ~100 times in 400 cycles
+    assert 0 < st.n_draft_passes <= 30
 
 
 def test_every_request_probes_the_drafter_afresh(tiny_path, drafter_path):

@@ -15,9 +15,7 @@
 // that gain stays under 2% it is skipped and drafts only on probes to re-check: 4 consecutive cycles
 // whose mean gain replaces the running one (what the drafter adds differs from one position to the
 // next, so one cycle is too noisy to rest a decision on), every 16th cycle at first, every 32nd, 64th,
-// ... up to every 256th after probes that found no gain, every 16th again after one that did; and never
-// sooner after a probe that found no gain than when its drafting is 1% of the cycles since (a probe
-// costs about 4 d: on a steep curve with d = 0.2, the next probe comes after 80 cycles, not 16). The
+// ... up to every 256th after probes that found no gain, every 16th again after one that did. The
 // first cycles of every request are a probe, since what the drafter adds over n-gram lookup follows
 // the text (code, chat, arithmetic); the node values it is computed from (the calibration) and the
 // probe spacing keep their memory across requests, so a run of requests where the drafter does not
@@ -86,7 +84,6 @@ private:
     double draft_us_     = 0.0;         // running drafting time of a cycle in which the drafter ran
     double gain_         = 0.0;   // running gain of drafting
     double probe_gain_   = 0.0;   // mean gain of the current probe's cycles so far
-    double probe_cost_   = 0.0;   // drafting cost of the current probe's cycles so far, in steps
     int32_t n_probe_left_ = 0;    // cycles left in the current probe (0: not probing)
     int32_t n_skipped_   = 0;
     int32_t probe_every_ = 0;     // cycles between probes while drafting does not pay (0: no probe failed yet)
