@@ -34,10 +34,14 @@ from falcon_edge.train.trainer import TrainConfig, split_heldout
 SETS = ("mt-bench", "humaneval", "gsm8k")
 
 
-def heldout_agreement(target: str, drafter: str, work_dir: str, seed: int, n_threads: int) -> dict:
-    """Top-1 agreement per depth of `drafter` on the conversations a fit on `work_dir` holds out."""
+def heldout_sequences(work_dir: str, seed: int) -> list:
+    """The conversations a fit on `work_dir` with `seed` holds out (its feature directories and split)."""
     sequences = [s for d in feature_dirs(work_dir) for s in load_sequences(d, allow_partial=True)]
-    _, held = split_heldout(sequences, TrainConfig.heldout, seed)
+    return split_heldout(sequences, TrainConfig.heldout, seed)[1]
+
+
+def heldout_agreement(target: str, drafter: str, held: list, n_threads: int) -> dict:
+    """Top-1 agreement per depth of `drafter` on the held-out conversations `held` (heldout_sequences)."""
     dft = _native.Drafter(drafter, target, 0, n_threads=n_threads)
     k = dft.hparams["block_size"]
     d2t = np.array([dft.draft_to_target(j) for j in range(dft.hparams["n_vocab_draft"])])  # [V'] target ids
@@ -45,6 +49,8 @@ def heldout_agreement(target: str, drafter: str, work_dir: str, seed: int, n_thr
     for seq in held:
         feat = seq.feat.astype(np.float32)  # [n, H]
         tok, mask = seq.tokens, seq.loss_mask  # [n], [n]
+        if not mask.any():
+            continue  # no answer position to score
         # pair i = (f_i, t_{i+1}); with n pairs committed, row j of the context pass predicts t_{n+1+j}
         first = int(np.argmax(mask)) - 1
         dft.truncate(0)
@@ -90,11 +96,12 @@ def main(argv: list[str]) -> int:
     target = str(resolve_model(args.target))
     results = {"target": args.target, "tree_budget": args.tree_budget, "n_prompts": args.n_prompts,
                "max_tokens": args.max_tokens, "ngram_branches": 0, "drafters": {}}
+    held = heldout_sequences(args.work, args.seed) if args.work else None
     for path in args.drafters:
         row = {"fixed_budget_trees": fixed_budget_trees(target, path, args.tree_budget, args.n_prompts, args.max_tokens,
                                                         args.threads)}
-        if args.work:
-            row["heldout_agreement"] = heldout_agreement(target, path, args.work, args.seed, args.threads)
+        if held is not None:
+            row["heldout_agreement"] = heldout_agreement(target, path, held, args.threads)
         results["drafters"][path] = row
         print(json.dumps({path: row}), flush=True)
     if args.out:
