@@ -39,8 +39,11 @@ def _commit() -> str:
 
 
 def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_threads: int | None = None,
-        tree_budget: int = 0, tree: str | None = None, repeats: int = 2, progress: bool = True) -> dict:
+        tree_budget: int = 0, tree: str | None = None, repeats: int = 2, first_prompt: int = 0,
+        progress: bool = True) -> dict:
     """Runs the comparison and returns the report (see :func:`format_table`); ``tree`` names a preset shape.
+
+    ``n_prompts`` prompts of each set from its ``first_prompt`` (0-based, file order).
 
     ``repeats`` runs of each prompt per mode, in the order plain, spec, spec, plain, plain, spec, ...
     """
@@ -49,12 +52,13 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
     llm = EdgeFalcon(target, drafter=drafter, n_threads=n_threads, tree_budget=tree_budget, n_ctx=4096, tree=tree)
     report = {
         "target": str(target), "drafter": str(drafter), "max_tokens": max_tokens, "n_threads": n_threads, "repeats": repeats,
-        "tree_budget": tree_budget, "tree": tree or "dynamic", "verify_cost": list(llm._native_engine().verify_cost()),
+        "first_prompt": first_prompt, "tree_budget": tree_budget, "tree": tree or "dynamic",
+        "verify_cost": list(llm._native_engine().verify_cost()),
         "machine": platform.processor() or platform.machine(), "commit": _commit(), "version": __version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "datasets": {},
     }
     for name in datasets:
-        prompts = load_prompts(name, n_prompts)
+        prompts = load_prompts(name, n_prompts, first=first_prompt)
         rows = []
         for prompt in tqdm(prompts, desc=name, disable=not progress):
             messages = [{"role": "user", "content": prompt}]
@@ -143,6 +147,8 @@ def add_cli(subparsers) -> None:
                         "of the falcon method ('auto', the default: models/falcon-<target>.gguf; 'none')")
     p.add_argument("--dataset", action="append", choices=list(DATASETS), help="repeatable; default: all three")
     p.add_argument("--n-prompts", type=int, default=5, help="prompts per dataset")
+    p.add_argument("--first-prompt", type=int, default=0,
+                   help="0-based index of each set's first prompt (e.g. 40: prompts no tuning looked at)")
     p.add_argument("-n", "--max-tokens", type=int, default=128, help="tokens generated per prompt")
     p.add_argument("--repeats", type=int, default=2,
                    help="speculative suite: runs of each prompt per mode, alternating plain/spec/spec/plain (default 2)")
@@ -182,7 +188,8 @@ def _cli_bench(args) -> int:
         report = peers.run(args.model, datasets, args.n_prompts, args.max_tokens, n_threads=args.threads,
                            methods=[m for m in args.methods.split(",") if m],
                            falcon_drafter=_none(args.drafter or "auto"),
-                           draft_model=_none(args.draft_model), n_ctx=args.ctx_size, commit=_commit())
+                           draft_model=_none(args.draft_model), n_ctx=args.ctx_size, commit=_commit(),
+                           first_prompt=args.first_prompt)
         path = _write_json(report, args.output, "peers")
         print(peers.format_table(report))
         print(f"wrote {path}")
@@ -190,7 +197,8 @@ def _cli_bench(args) -> int:
         print(f"rebuilt the peers section of {args.report} and {len(plots)} plots in {args.img_dir}")
         return 0
     report = run(args.model, args.drafter or "ngram", datasets, args.n_prompts, args.max_tokens,
-                 n_threads=args.threads, tree_budget=args.tree_budget, tree=args.tree, repeats=args.repeats)
+                 n_threads=args.threads, tree_budget=args.tree_budget, tree=args.tree, repeats=args.repeats,
+                 first_prompt=args.first_prompt)
     path = _write_json(report, args.output, "bench")
     print(format_table(report))
     print(f"wrote {path}")

@@ -70,22 +70,28 @@ def _prompt_of(name: str, row: dict, path: Path) -> str:
     return row["question"]
 
 
-def load_prompts(name: str, n: int | None = None, path: str | os.PathLike[str] | None = None) -> list[str]:
-    """First ``n`` prompts of a set, in file order.
+def load_prompts(name: str, n: int | None = None, path: str | os.PathLike[str] | None = None, first: int = 0) -> list[str]:
+    """``n`` prompts of a set from its ``first`` (0-based), in file order.
 
     Args:
         name: ``"mt-bench"``, ``"humaneval"`` or ``"gsm8k"`` (the format of the file).
-        n: how many (None: all).
+        n: how many (None: all from ``first`` on).
         path: a file in that format (default: the set under :func:`data_dir`).
+        first: index of the first prompt taken, e.g. to benchmark on prompts that no tuning looked at.
 
     Raises:
-        ValueError: unknown set name, or a file whose records do not have the set's schema.
+        ValueError: unknown set name, a negative ``first``, a ``first`` past the set's end, or a file whose records
+            do not have the set's schema.
         FileNotFoundError: the file does not exist.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: known datasets are {', '.join(DATASETS)}")
+    if first < 0:
+        raise ValueError(f"first prompt must be >= 0, got {first}")
     file = Path(path) if path is not None else data_dir() / DATASETS[name]
     if not file.is_file():
         raise FileNotFoundError(f"dataset file {file} does not exist")
     rows = _read_jsonl(file)
-    return [_prompt_of(name, r, file) for r in rows[: n if n is not None else len(rows)]]
+    if first >= len(rows):
+        raise ValueError(f"first prompt {first} is past the end of {file}, which holds {len(rows)} records")
+    return [_prompt_of(name, r, file) for r in rows[first:first + n if n is not None else len(rows)]]

@@ -290,7 +290,8 @@ def _cpu_name() -> str:
 
 def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_threads: int | None = None,
         methods: list[str] | None = None, falcon_drafter: str | None = "auto", draft_model: str | None = "auto",
-        models_dir: Path = Path("models"), n_ctx: int = 2048, commit: str = "unknown", progress: bool = True) -> dict:
+        models_dir: Path = Path("models"), n_ctx: int = 2048, commit: str = "unknown", first_prompt: int = 0,
+        progress: bool = True) -> dict:
     """Runs the peers suite on one target and returns the report (JSON-ready; see docs/benchmarks.md).
 
     Args:
@@ -304,6 +305,7 @@ def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_
         models_dir: where the shipped drafters are.
         n_ctx: context length of every method.
         commit: the source revision, written into the report.
+        first_prompt: 0-based index of each set's first prompt.
 
     Raises:
         ValueError: an unknown method name or bad sizes.
@@ -324,7 +326,7 @@ def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_
     s = Settings(target=target_path, n_threads=n_threads, n_ctx=n_ctx, max_tokens=max_tokens,
                  falcon_drafter=Path(drafter) if drafter else None, draft_model=Path(small) if small else None)
     load_before = list(os.getloadavg())
-    prompts = {name: load_prompts(name, n_prompts) for name in datasets}
+    prompts = {name: load_prompts(name, n_prompts, first=first_prompt) for name in datasets}
 
     plain = EdgeFalcon(target_path, n_ctx=n_ctx, n_threads=n_threads)
     times = plain._native_engine().measure_verify_cost(VERIFY_COST_N_MAX, VERIFY_COST_REPS, VERIFY_COST_DEPTH)
@@ -332,7 +334,7 @@ def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_
     report = {
         "suite": "peers", "target": str(target), "target_file": target_path.name,
         "regime": target_path.stem, "n_threads": n_threads, "n_ctx": n_ctx, "max_tokens": max_tokens,
-        "n_prompts": n_prompts, "machine": _cpu_name(), "n_cpu": os.cpu_count(), "commit": commit,
+        "n_prompts": n_prompts, "first_prompt": first_prompt, "machine": _cpu_name(), "n_cpu": os.cpu_count(), "commit": commit,
         "version": __version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_before": load_before,
         "methods": {n: {"label": METHODS[n].label, "tool": METHODS[n].tool} for n in names},

@@ -36,6 +36,17 @@ def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
     assert "gsm8k" in table and "humaneval" in table and "prompts min-max" in table
 
 
+def test_first_prompt_selects_the_prompts_that_run(smollm_path):
+    report = bench.run(str(smollm_path), "ngram", ["gsm8k"], 1, 4, n_threads=1, repeats=1, first_prompt=1,
+                       progress=False)
+    assert report["first_prompt"] == 1
+    # the run's prompt is the second of the set (105 characters against the first's 280): its prefill is shorter
+    n_prompt = report["datasets"]["gsm8k"]["rows"][0]["plain"][0]["n_prompt"]
+    first = bench.run(str(smollm_path), "ngram", ["gsm8k"], 1, 4, n_threads=1, repeats=1, progress=False)
+    assert first["first_prompt"] == 0
+    assert n_prompt < first["datasets"]["gsm8k"]["rows"][0]["plain"][0]["n_prompt"]
+
+
 def test_repeats_must_be_positive(smollm_path):
     with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
         bench.run(str(smollm_path), "ngram", ["gsm8k"], 1, 4, repeats=0, progress=False)

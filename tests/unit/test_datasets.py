@@ -29,3 +29,19 @@ def test_empty_and_unknown(tmp_path):
         load_prompts("gsm8k", path=f)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_prompts("imagenet")
+
+
+def test_first_prompt_takes_a_later_slice_in_file_order():
+    head = load_prompts("gsm8k", 5)
+    assert load_prompts("gsm8k", 2, first=3) == head[3:5]
+    assert load_prompts("mt-bench", first=79) == load_prompts("mt-bench")[79:]
+
+
+def test_first_prompt_out_of_range(tmp_path):
+    f = tmp_path / "two.jsonl"
+    f.write_text("".join(json.dumps({"question": q, "answer": "1"}) + "\n" for q in ("a?", "b?")))
+    assert load_prompts("gsm8k", 5, path=f, first=1) == ["b?"]
+    with pytest.raises(ValueError, match="first prompt 2 is past the end of .*two.jsonl, which holds 2 records"):
+        load_prompts("gsm8k", 1, path=f, first=2)
+    with pytest.raises(ValueError, match="first prompt must be >= 0, got -1"):
+        load_prompts("gsm8k", 1, path=f, first=-1)
