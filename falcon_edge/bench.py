@@ -102,6 +102,8 @@ def _summary(rows: list[dict]) -> dict:
                   / (sum(s["n_generated"] for s in r["plain"]) / decode_s(r["plain"])) for r in rows]
     return {
         "n_prompts": len(rows),
+        # how far plain runs of one prompt differ from each other: the host's noise, against which "speedup" is read
+        "plain_noise": _plain_noise(rows, decode_s),
         "plain_tokens_per_s": n_plain / t_plain,
         "spec_tokens_per_s": n_spec / t_spec,
         "speedup": (n_spec / t_spec) / (n_plain / t_plain),
@@ -121,17 +123,30 @@ def _summary(rows: list[dict]) -> dict:
     }
 
 
+def _plain_noise(rows: list[dict], decode_s) -> float | None:
+    """Pooled relative standard deviation of the plain runs' decode speed within each prompt (None under 2 runs)."""
+    squares, dof = 0.0, 0
+    for r in rows:
+        speeds = [s["n_generated"] / decode_s([s]) for s in r["plain"]]
+        if len(speeds) > 1:
+            mean = statistics.mean(speeds)
+            squares += sum((v / mean - 1.0) ** 2 for v in speeds)
+            dof += len(speeds) - 1
+    return (squares / dof) ** 0.5 if dof else None
+
+
 def format_table(report: dict) -> str:
     """A fixed-width table of the per-dataset summary."""
     lines = [(f"target {report['target']}  drafter {report['drafter']}  tree {report.get('tree', 'dynamic')}  threads {report['n_threads']}  "
              f"commit {report['commit']}  {report['date']}"),
              (f"{'dataset':<10} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>8} {'prompts min-max':>15} {'tau':>6}"
-              f" {'alpha':>6} {'accept':>7} {'n-gram':>6} {'pass cost':>9} {'modeled':>8}")]
+              f" {'alpha':>6} {'accept':>7} {'n-gram':>6} {'pass cost':>9} {'modeled':>8} {'plain noise':>11}")]
     for name, d in report["datasets"].items():
         spread = f"{min(d['speedup_per_prompt']):.2f}-{max(d['speedup_per_prompt']):.2f}"
+        noise = "-" if d["plain_noise"] is None else f"{100 * d['plain_noise']:.1f}%"
         lines.append(f"{name:<10} {d['plain_tokens_per_s']:>11.2f} {d['spec_tokens_per_s']:>10.2f} {d['speedup']:>7.2f}x "
                      f"{spread:>15} {d['tau']:>6.2f} {d['alpha']:>6.2f} {d['draft_acceptance']:>7.2f} {d['ngram_share']:>6.2f}"
-                     f" {d['draft_pass_cost']:>9.3f} {d['modeled_speedup']:>7.2f}x")
+                     f" {d['draft_pass_cost']:>9.3f} {d['modeled_speedup']:>7.2f}x {noise:>11}")
     return "\n".join(lines)
 
 

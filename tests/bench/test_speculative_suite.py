@@ -32,14 +32,22 @@ def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
         assert all(s["verify_units"] == pytest.approx(s["n_cycles"]) for r in d["rows"] for s in r["plain"]), name
         assert all(s["verify_units"] > 0 for r in d["rows"] for s in r["spec"]), name
         assert d["modeled_speedup"] > 0
+        # the plain runs' spread, recomputed from the recorded runs: relative deviations from each prompt's mean
+        devs = []
+        for r in d["rows"]:
+            speeds = [s["n_generated"] / (s["t_total_s"] - s["t_prefill_s"]) for s in r["plain"]]
+            devs += [v / (sum(speeds) / 2) - 1.0 for v in speeds]
+        assert d["plain_noise"] == pytest.approx((sum(x * x for x in devs) / 2) ** 0.5), name
     table = bench.format_table(report)
-    assert "gsm8k" in table and "humaneval" in table and "prompts min-max" in table
+    assert "gsm8k" in table and "humaneval" in table and "prompts min-max" in table and "plain noise" in table
 
 
 def test_first_prompt_selects_the_prompts_that_run(smollm_path):
     report = bench.run(str(smollm_path), "ngram", ["gsm8k"], 1, 4, n_threads=1, repeats=1, first_prompt=1,
                        progress=False)
     assert report["first_prompt"] == 1
+    # one plain run per prompt: no spread to measure
+    assert report["datasets"]["gsm8k"]["plain_noise"] is None and bench.format_table(report).splitlines()[-1].endswith(" -")
     # the run's prompt is the second of the set (105 characters against the first's 280): its prefill is shorter
     n_prompt = report["datasets"]["gsm8k"]["rows"][0]["plain"][0]["n_prompt"]
     first = bench.run(str(smollm_path), "ngram", ["gsm8k"], 1, 4, n_threads=1, repeats=1, progress=False)
