@@ -84,26 +84,23 @@ def _summary(rows: list[dict]) -> dict:
     plain = [s for r in rows for s in r["plain"]]
     spec = [s for r in rows for s in r["spec"]]
 
-    def decode_s(runs):
-        return sum(s["t_total_s"] - s["t_prefill_s"] for s in runs)
-
     def steps(runs):
         # decode cost in plain steps by the verify-cost curve, the drafting converted at each run's own pace
         return sum(s["verify_units"] * (1.0 + s["t_draft_s"] / s["t_verify_s"]) for s in runs if s["n_cycles"] > 0)
 
-    t_plain, t_spec = decode_s(plain), decode_s(spec)
+    t_plain, t_spec = _decode_s(plain), _decode_s(spec)
     steps_plain, steps_spec = steps(plain), steps(spec)
     n_plain, n_spec = sum(s["n_generated"] for s in plain), sum(s["n_generated"] for s in spec)
     cycles = sum(s["n_cycles"] for s in spec)
     accepted = sum(s["n_accepted"] for s in spec)
     drafted = sum(s["n_drafted"] for s in spec)
     passes = sum(s["n_draft_passes"] for s in spec)
-    per_prompt = [(sum(s["n_generated"] for s in r["spec"]) / decode_s(r["spec"]))
-                  / (sum(s["n_generated"] for s in r["plain"]) / decode_s(r["plain"])) for r in rows]
+    per_prompt = [(sum(s["n_generated"] for s in r["spec"]) / _decode_s(r["spec"]))
+                  / (sum(s["n_generated"] for s in r["plain"]) / _decode_s(r["plain"])) for r in rows]
     return {
         "n_prompts": len(rows),
         # how far plain runs of one prompt differ from each other: the host's noise, against which "speedup" is read
-        "plain_noise": _plain_noise(rows, decode_s),
+        "plain_noise": _plain_noise(rows),
         "plain_tokens_per_s": n_plain / t_plain,
         "spec_tokens_per_s": n_spec / t_spec,
         "speedup": (n_spec / t_spec) / (n_plain / t_plain),
@@ -123,11 +120,16 @@ def _summary(rows: list[dict]) -> dict:
     }
 
 
-def _plain_noise(rows: list[dict], decode_s) -> float | None:
+def _decode_s(runs: list[dict]) -> float:
+    """Decoding time of the runs, their prefill excluded."""
+    return sum(s["t_total_s"] - s["t_prefill_s"] for s in runs)
+
+
+def _plain_noise(rows: list[dict]) -> float | None:
     """Pooled relative standard deviation of the plain runs' decode speed within each prompt (None under 2 runs)."""
     squares, dof = 0.0, 0
     for r in rows:
-        speeds = [s["n_generated"] / decode_s([s]) for s in r["plain"]]
+        speeds = [s["n_generated"] / _decode_s([s]) for s in r["plain"]]
         if len(speeds) > 1:
             mean = statistics.mean(speeds)
             squares += sum((v / mean - 1.0) ** 2 for v in speeds)
