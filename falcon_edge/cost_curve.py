@@ -2,9 +2,10 @@
 
 c(N) is the time of one ``llama_decode`` of N tree nodes (every node an output, as verification needs) relative to
 one node. The engine sizes each tree from it (native/include/falcon-edge/cost-model.h). The measurement depends on
-the model file, the threads, the batch size and the build (CPU features, GPU offload), so the cache key holds all
-of them; a change of any re-measures. Delete the file (``~/.cache/falcon-edge/verify-cost.json``) to re-measure,
-e.g. after a measurement taken while other programs loaded the machine.
+the model file, the threads, the batch size, the build (CPU features, GPU offload) and the measuring method, so the
+cache key holds all of them; a change of any re-measures. Delete the file (``~/.cache/falcon-edge/verify-cost.json``)
+to re-measure, e.g. after a measurement taken while other programs loaded the machine. The engine refines the curve
+online from the decodes it times (cost-model.h), but each process starts from the cached one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ log = logging.getLogger("falcon_edge")
 N_MAX = 16  # largest tree measured: beyond it no CPU-class device gains (peers-and-limits.md §2)
 N_REPS = 5
 N_DEPTH = 128  # context before the probes, as in a short chat
+METHOD = 2  # version of Engine.measure_verify_cost: a curve cached by another method is measured again
 
 
 def _cache_file() -> Path:
@@ -32,7 +34,7 @@ def _cache_file() -> Path:
 def _key(model_path: Path, n_threads: int, n_batch: int, n_gpu_layers: int) -> str:
     st = model_path.stat()
     system = hashlib.sha256(_native.llama_system_info().encode()).hexdigest()[:16]
-    return f"{model_path.resolve()}|{st.st_size}|{int(st.st_mtime)}|t{n_threads}|b{n_batch}|ngl{n_gpu_layers}|{system}"
+    return f"{model_path.resolve()}|{st.st_size}|{int(st.st_mtime)}|t{n_threads}|b{n_batch}|ngl{n_gpu_layers}|{system}|m{METHOD}"
 
 
 def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int, n_batch: int, n_gpu_layers: int) -> list[float]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from falcon_edge import EdgeFalcon
+from falcon_edge import EdgeFalcon, cost_curve
 from falcon_edge.datasets import load_prompts
 
 PROMPT = "one two three four five one two three four five one two three four five one two three"
@@ -38,6 +39,16 @@ def test_measured_curve_is_cached_and_starts_at_one(tiny_path, tmp_path, monkeyp
     curve = list(llm._native_engine().verify_cost())
     assert curve[0] == 1.0 and len(curve) == 16 and all(c > 0 for c in curve)
     assert (tmp_path / "verify-cost.json").is_file()
+
+
+def test_cached_curve_is_used_until_the_measuring_method_changes(tiny_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
+    key = cost_curve._key(Path(tiny_path), 2, 256, 0)
+    (tmp_path / "verify-cost.json").write_text(json.dumps({key: [1.0, 1.5]}))
+    assert list(EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine().verify_cost()) == [1.0, 1.5]
+    monkeypatch.setattr(cost_curve, "METHOD", cost_curve.METHOD + 1)
+    curve = list(EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine().verify_cost())
+    assert len(curve) == cost_curve.N_MAX and curve[0] == 1.0
 
 
 def test_cache_drops_curves_of_deleted_models(tiny_path, tmp_path, monkeypatch):

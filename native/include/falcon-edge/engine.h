@@ -64,7 +64,8 @@ public:
     std::vector<double> verify_cost_estimate() const;
     // times (microseconds) of one decode of N = 1 .. n_max nodes, each an output, after a context of
     // n_depth tokens: the median one-node time times the median of n_reps ratios of N nodes to one
-    // node timed just before; clears the KV cache
+    // node timed just before (each rep visiting the sizes from another start; a size cheaper than
+    // the one below it is timed n_reps more times, and that one too); clears the KV cache
     std::vector<double> measure_verify_cost(int32_t n_max, int32_t n_reps, int32_t n_depth);
 
     // ---- generation ----
