@@ -54,6 +54,7 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         "target": str(target), "drafter": str(drafter), "max_tokens": max_tokens, "n_threads": n_threads, "repeats": repeats,
         "first_prompt": first_prompt, "tree_budget": tree_budget, "tree": tree or "dynamic",
         "verify_cost": list(llm._native_engine().verify_cost()),
+        "path_head": llm.path_head_active, "head_cost": list(llm._native_engine().head_cost()),
         "machine": platform.processor() or platform.machine(), "commit": _commit(), "version": __version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "datasets": {},
     }
@@ -85,8 +86,10 @@ def _summary(rows: list[dict]) -> dict:
     spec = [s for r in rows for s in r["spec"]]
 
     def steps(runs):
-        # decode cost in plain steps by the verify-cost curve, the drafting converted at each run's own pace
-        return sum(s["verify_units"] * (1.0 + s["t_draft_s"] / s["t_verify_s"]) for s in runs if s["n_cycles"] > 0)
+        # decode cost in plain steps by the verify-cost curve (the path head's calls included), the drafting
+        # converted at each run's own pace
+        return sum(s["verify_units"] * (1.0 + s["t_draft_s"] / (s["t_verify_s"] + s.get("t_head_s", 0.0)))
+                   for s in runs if s["n_cycles"] > 0)
 
     t_plain, t_spec = _decode_s(plain), _decode_s(spec)
     steps_plain, steps_spec = steps(plain), steps(spec)
@@ -113,6 +116,8 @@ def _summary(rows: list[dict]) -> dict:
         "draft_acceptance": accepted / drafted if drafted else 0.0,
         "ngram_share": sum(s.get("n_accepted_ngram", 0) for s in spec) / accepted if accepted else 0.0,
         "mean_tree_nodes": statistics.mean(s["n_nodes_max"] for s in spec),
+        # logits rows the path head computed per cycle (0: every node's logits came from the decode)
+        "head_rows_per_cycle": sum(s.get("n_head_rows", 0) for s in spec) / cycles if cycles else 0.0,
         "draft_s_share": sum(s["t_draft_s"] for s in spec) / t_spec,
         # one drafter forward pass relative to one plain target token (the drafter's own cost)
         "draft_pass_cost": (sum(s["t_draft_s"] for s in spec) / passes) / (t_plain / n_plain) if passes else 0.0,

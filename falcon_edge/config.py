@@ -133,6 +133,8 @@ class ContextConfig:
         n_gpu_layers: layers offloaded to a GPU (needs a CUDA/Metal build of llama-cpp-python; -1 = all).
         n_seq_max: leaves a tree may have (<= 256).
         flash_attn: flash attention (off by default: tree and sequential decoding then agree bit for bit).
+        path_head: on a CPU, trees are decoded up to the final norm and the LM head runs only for the rows the
+            acceptance walk reads (used where it reproduces the decode's logits bit for bit).
         verbose: let llama.cpp log to stderr.
     """
 
@@ -142,6 +144,7 @@ class ContextConfig:
     n_gpu_layers: int = 0
     n_seq_max: int = 64
     flash_attn: bool = False
+    path_head: bool = True
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -163,6 +166,7 @@ class ContextConfig:
         p.n_gpu_layers = self.n_gpu_layers if self.n_gpu_layers >= 0 else 2**31 - 1
         p.n_seq_max = self.n_seq_max
         p.flash_attn = self.flash_attn
+        p.path_head = self.path_head
         p.verbose = self.verbose
         return p
 

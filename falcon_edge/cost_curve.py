@@ -1,9 +1,12 @@
 """The target's verify-cost curve c(N) on this device, measured once and cached.
 
-c(N) is the time of one ``llama_decode`` of N tree nodes (every node an output, as verification needs) relative to
-one node. The engine sizes each tree from it (native/include/falcon-edge/cost-model.h). The measurement depends on
-the model file, the threads, the batch size, the build (CPU features, GPU offload) and the measuring method, so the
-cache key holds all of them; a change of any re-measures. Delete the file (``~/.cache/falcon-edge/verify-cost.json``)
+c(N) is the time of one ``llama_decode`` of N tree nodes, as verification decodes them, relative to one node with its
+logits (a plain step): every node an output, and with the path head (target-head.h) the decode stops at the final norm
+for N >= 2. The path head's own cost comes with it: a call of one row, and each further row of a call, relative to a
+plain step ((0, 0) without the path head). The engine sizes each tree from both
+(native/include/falcon-edge/cost-model.h). The measurement depends on the model file, the threads, the batch size, the
+build (CPU features, GPU offload), whether the path head runs and the measuring method, so the cache key holds all of
+them; a change of any re-measures. Delete the file (``~/.cache/falcon-edge/verify-cost.json``)
 to re-measure, e.g. after a measurement taken while other programs loaded the machine. The engine refines the curve
 online from the decodes it times (cost-model.h), but each process starts from the cached one.
 """
@@ -14,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import _native
@@ -24,48 +28,63 @@ log = logging.getLogger("falcon_edge")
 N_MAX = 16  # largest tree measured: beyond it no CPU-class device gains (peers-and-limits.md §2)
 N_REPS = 5
 N_DEPTH = 128  # context before the probes, as in a short chat
-METHOD = 2  # version of Engine.measure_verify_cost: a curve cached by another method is measured again
+N_HEAD_ROWS = 8  # rows of the path-head call timed against a one-row call
+METHOD = 3  # version of the measurement (3: the path head): a curve cached by another method is measured again
+
+
+@dataclass(frozen=True)
+class VerifyCost:
+    """What the engine sizes trees from.
+
+    Attributes:
+        curve: c(1..N), element i for i+1 nodes (element 0 is 1.0).
+        head: (row, extra): the path head's cost of a one-row call and of each further row of a call, relative to a
+            plain step; (0.0, 0.0) without the path head.
+    """
+
+    curve: list[float]
+    head: tuple[float, float]
 
 
 def _cache_file() -> Path:
     return cache_dir().parent / "verify-cost.json"
 
 
-def _key(model_path: Path, n_threads: int, n_batch: int, n_gpu_layers: int) -> str:
+def _key(model_path: Path, n_threads: int, n_batch: int, n_gpu_layers: int, path_head: bool) -> str:
     st = model_path.stat()
     system = hashlib.sha256(_native.llama_system_info().encode()).hexdigest()[:16]
-    return f"{model_path.resolve()}|{st.st_size}|{int(st.st_mtime)}|t{n_threads}|b{n_batch}|ngl{n_gpu_layers}|{system}|m{METHOD}"
+    return (f"{model_path.resolve()}|{st.st_size}|{int(st.st_mtime)}|t{n_threads}|b{n_batch}|ngl{n_gpu_layers}|"
+            f"ph{int(path_head)}|{system}|m{METHOD}")
 
 
-def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int, n_batch: int, n_gpu_layers: int) -> list[float]:
-    """Returns c(1..N) for this target and device, measuring (a few seconds) on first use.
+def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int, n_batch: int, n_gpu_layers: int) -> VerifyCost:
+    """Returns the verify cost of this target and device, measuring (a few seconds) on first use.
 
     Args:
         engine: the engine whose context is measured (its KV cache is cleared).
         model_path: the target GGUF (part of the cache key).
         n_threads, n_batch, n_gpu_layers: the context settings (part of the cache key).
-
-    Returns:
-        relative costs, element i for i+1 nodes (element 0 is 1.0).
     """
-    key = _key(model_path, n_threads, n_batch, n_gpu_layers)
+    key = _key(model_path, n_threads, n_batch, n_gpu_layers, engine.path_head)
     path = _cache_file()
     try:
         cached = json.loads(path.read_text())
     except (OSError, ValueError):
         cached = {}
-    if key in cached:
-        return cached[key]
+    entry = cached.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("curve"), list) and isinstance(entry.get("head"), list):
+        return VerifyCost(entry["curve"], tuple(entry["head"]))
     n_max = min(N_MAX, n_batch)
     depth = min(N_DEPTH, engine.n_ctx - n_max - 1)
     log.info("measuring the verify-cost curve of %s (once per model and device)", model_path.name)
     times = engine.measure_verify_cost(n_max, N_REPS, depth)
-    curve = [t / times[0] for t in times]
+    row_us, extra_us = engine.measure_head_cost(N_HEAD_ROWS, N_REPS)
+    cost = VerifyCost([t / times[0] for t in times], (row_us / times[0], extra_us / times[0]))
     # entries of model files that no longer exist (deleted downloads, test fixtures) are dropped
     cached = {k: v for k, v in cached.items() if Path(k.split("|", 1)[0]).is_file()}
-    cached[key] = curve
+    cached[key] = {"curve": cost.curve, "head": list(cost.head)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(cached, indent=1))
     os.replace(tmp, path)
-    return curve
+    return cost

@@ -37,12 +37,14 @@ def _spec_stats(mode: str, st: _native.GenStats) -> SpecStats:
         n_accepted_ngram=st.n_accepted_ngram,
         n_draft_passes=st.n_draft_passes,
         n_nodes_max=st.n_nodes_max,
+        n_head_rows=st.n_head_rows,
         verify_units=st.verify_units,
         t_prefill_s=st.t_prefill_us / 1e6,
         t_draft_s=st.t_draft_us / 1e6,
         t_verify_s=st.t_verify_us / 1e6,
         t_sample_s=st.t_sample_us / 1e6,
         t_total_s=st.t_total_us / 1e6,
+        t_head_s=st.t_head_us / 1e6,
     )
 
 
@@ -62,10 +64,16 @@ class EdgeFalcon:
             measured on this device and the drafter's running acceptance, and decodes plainly where drafting loses.
         n_batch: prompt chunk size (a tree must fit in one).
         flash_attn: flash attention in the target (off: tree verification is then bit-exact with sequential decoding).
+        path_head: on a CPU, decode each tree up to the final norm and compute the LM head only for the rows the
+            acceptance walk reads (the root and each accepted node, plus nodes likely enough to be read that one
+            batched call is cheaper). Used only where that head reproduces the decode's logits bit for bit (checked
+            when the target loads; :attr:`path_head_active` says whether it is); off: every node's logits come from
+            the decode.
         spec: further speculation settings (:class:`SpecConfig`: tree depth, candidates per drafted position,
             drafter passes, n-gram lengths); its ``mode`` and ``n_nodes_max`` come from ``drafter`` and ``tree_budget``.
         verify_cost: the target's verify-cost curve c(1..N) relative to one node, instead of measuring it on this
-            device (a curve measured elsewhere, or a constructed one in tests).
+            device (a curve measured elsewhere, or a constructed one in tests). With the path head it is the cost of
+            the decode up to the final norm, and the head's own cost is learnt from the first trees.
         tree: a fixed tree shape for the Falcon drafter instead of the dynamic tree: a preset name (e.g.
             ``"falcon-168"``, the paper's default tree) or a preset JSON path (:mod:`falcon_edge.trees`). The whole
             preset is verified every cycle, whatever it costs on this device: for comparisons, not for speed.
@@ -89,13 +97,14 @@ class EdgeFalcon:
         tree_budget: int = 0,
         n_batch: int = 256,
         flash_attn: bool = False,
+        path_head: bool = True,
         spec: SpecConfig | None = None,
         verify_cost: list[float] | None = None,
         tree: str | os.PathLike[str] | None = None,
     ):
         preset = trees.load(tree) if tree is not None else None
         self.context = ContextConfig(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                                     flash_attn=flash_attn, verbose=verbose,
+                                     flash_attn=flash_attn, path_head=path_head, verbose=verbose,
                                      n_seq_max=max(ContextConfig.n_seq_max, preset.n_leaves if preset else 0))
         SamplingConfig(seed=seed)  # validates the seed
         self.seed = seed
@@ -131,9 +140,10 @@ class EdgeFalcon:
                 raise ValueError(f"verify_cost must be a non-empty list of positive costs, got {verify_cost!r}")
             self._engine.set_verify_cost([float(c) for c in verify_cost])
         elif self.mode != "plain" and self.spec.n_nodes_max == 0:
-            curve = cost_curve.load_or_measure(self._engine, self.target_path, n_threads=n_threads or os.cpu_count() or 1,
-                                               n_batch=n_batch, n_gpu_layers=n_gpu_layers)
-            self._engine.set_verify_cost(curve)
+            cost = cost_curve.load_or_measure(self._engine, self.target_path, n_threads=n_threads or os.cpu_count() or 1,
+                                              n_batch=n_batch, n_gpu_layers=n_gpu_layers)
+            self._engine.set_verify_cost(cost.curve)
+            self._engine.set_head_cost(*cost.head)
         eng = self._engine
         self.template = ChatTemplate(
             eng.meta("tokenizer.chat_template") or None,
@@ -173,6 +183,12 @@ class EdgeFalcon:
         return self._engine
 
     # ---- tokens ----
+
+    @property
+    def path_head_active(self) -> bool:
+        """Whether trees get their logits from the path head (``path_head`` asked for, a CPU target, and a head that
+        reproduced the decode's logits bit for bit when the target loaded)."""
+        return self._native_engine().path_head
 
     @property
     def n_ctx(self) -> int:

@@ -21,11 +21,16 @@ class SpecStats:
             ``"falcon"`` its branches are merged into the drafter's tree).
         n_draft_passes: drafter forward passes.
         n_nodes_max: largest tree verified in one pass, root included (1 = plain decoding).
+        n_head_rows: logits rows the path head computed (on a CPU the trees are decoded up to the final norm and
+            the LM head runs only for the rows the acceptance walk reads; 0 when the decode gives every node's logits).
         verify_units: what the verifications cost by the device's verify-cost curve, in plain decoding steps: the sum
-            over cycles of c(nodes verified) as the engine estimated it when it sized the tree (n_cycles when
-            decoding plainly). A measure of the engine's choices that host speed noise does not reach.
+            over cycles of c(nodes verified) as the engine estimated it when it sized the tree, plus the path head's
+            calls by their estimated cost (n_cycles when decoding plainly). A measure of the engine's choices that
+            host speed noise does not reach.
         t_prefill_s, t_draft_s, t_verify_s, t_sample_s, t_total_s: seconds spent prefilling, drafting, in the
-            target's verification decodes, in acceptance/sampling/KV commit, and in total.
+            target's verification decodes, in acceptance/sampling/KV commit (the path head's calls included), and in
+            total.
+        t_head_s: of t_sample_s, seconds in the path head's calls.
     """
 
     mode: str
@@ -39,12 +44,14 @@ class SpecStats:
     n_accepted_ngram: int
     n_draft_passes: int
     n_nodes_max: int
+    n_head_rows: int
     verify_units: float
     t_prefill_s: float
     t_draft_s: float
     t_verify_s: float
     t_sample_s: float
     t_total_s: float
+    t_head_s: float
 
     @property
     def tau(self) -> float:

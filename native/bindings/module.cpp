@@ -9,6 +9,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/function.h>
 #include <nanobind/stl/map.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -55,6 +56,7 @@ static void bind_params(nb::module_ & m) {
         .def_rw("n_gpu_layers", &fe::engine_params::n_gpu_layers)
         .def_rw("n_seq_max", &fe::engine_params::n_seq_max)
         .def_rw("flash_attn", &fe::engine_params::flash_attn)
+        .def_rw("path_head", &fe::engine_params::path_head)
         .def_rw("verbose", &fe::engine_params::verbose);
     nb::class_<fe::gen_stats>(m, "GenStats")
         .def_ro("n_prompt", &fe::gen_stats::n_prompt)
@@ -70,6 +72,8 @@ static void bind_params(nb::module_ & m) {
         .def_ro("t_draft_us", &fe::gen_stats::t_draft_us)
         .def_ro("t_verify_us", &fe::gen_stats::t_verify_us)
         .def_ro("t_sample_us", &fe::gen_stats::t_sample_us)
+        .def_ro("n_head_rows", &fe::gen_stats::n_head_rows)
+        .def_ro("t_head_us", &fe::gen_stats::t_head_us)
         .def_ro("t_total_us", &fe::gen_stats::t_total_us)
         .def_ro("n_nodes_max", &fe::gen_stats::n_nodes_max)
         .def_ro("verify_units", &fe::gen_stats::verify_units);
@@ -111,6 +115,13 @@ static void bind_engine(nb::module_ & m) {
              "the verify-cost curve as currently estimated: the measured one refined by the decodes seen since")
         .def("measure_verify_cost", &fe::engine::measure_verify_cost, "n_max"_a, "n_reps"_a, "n_depth"_a,
              nb::call_guard<nb::gil_scoped_release>())
+        .def_prop_ro("path_head", &fe::engine::path_head,
+                     "whether trees get their logits from the path head (the LM head for the rows the walk reads only)")
+        .def("set_head_cost", &fe::engine::set_head_cost, "row"_a, "extra"_a)
+        .def("head_cost", &fe::engine::head_cost, "(row, extra): the path head's cost relative to one plain step")
+        .def("measure_head_cost", &fe::engine::measure_head_cost, "n_rows"_a, "n_reps"_a,
+             nb::call_guard<nb::gil_scoped_release>(),
+             "(row, extra) in microseconds: a one-row path-head call, each further row of an n_rows call")
         .def("reset", &fe::engine::reset, nb::call_guard<nb::gil_scoped_release>())
         .def("cancel", &fe::engine::cancel)
         .def("cached_tokens", &fe::engine::cached_tokens)
@@ -157,14 +168,16 @@ static void bind_engine(nb::module_ & m) {
              "with on_done, on_done(i_prompt, answer) -> bool is called as each finishes (False stops) and None is "
              "returned; without, the list of all answers in prompt order")
         .def("prefill_only", &fe::engine::prefill_only, "tokens"_a, nb::call_guard<nb::gil_scoped_release>())
-        .def("tree_logits", [](fe::engine & e, const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {
+        .def("tree_logits", [](fe::engine & e, const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents,
+                               bool path_head) {
                  std::vector<float> l;
                  {
                      nb::gil_scoped_release nogil;
-                     l = e.tree_logits(tokens, parents);
+                     l = e.tree_logits(tokens, parents, path_head);
                  }
                  return nb::bytes(reinterpret_cast<const char *>(l.data()), l.size() * sizeof(float));
-             }, "tokens"_a, "parents"_a, "logits of every node as float32 bytes [n_nodes * n_vocab]")
+             }, "tokens"_a, "parents"_a, "path_head"_a = false,
+             "logits of every node as float32 bytes [n_nodes * n_vocab], from the decode or from the path head")
         .def("generate", [](fe::engine & e, const std::vector<llama_token> & prompt, const fe::generate_params & gp,
                             nb::object on_chunk) {
                  fe::chunk_callback cb;

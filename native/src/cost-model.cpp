@@ -73,6 +73,42 @@ double cost_model::cost_or_linear(int32_t n) const {
     return n <= n_max() ? cost(n) : (double) n;
 }
 
+void cost_model::set_head_cost(double row, double extra) {
+    head_row_ = std::max(0.0, row);
+    head_extra_ = std::max(0.0, extra);
+}
+
+void cost_model::observe_head(int32_t m, double us) {
+    if (m < 1 || !(us > 0.0) || unit_us_ <= 0.0) {
+        return;
+    }
+    const double r = us / unit_us_;
+    if (m == 1) {
+        head_row_ = blend(head_row_, r);
+    } else {
+        head_extra_ = blend(head_extra_, std::max(0.0, (r - head_row_) / (m - 1)));
+    }
+}
+
+double cost_model::head_cost(int32_t m) const {
+    return m > 0 ? head_row_ + (m - 1) * head_extra_ : 0.0;
+}
+
+std::vector<int32_t> cost_model::head_batch(const tree & t, int32_t u) const {
+    const double ratio = head_row_ > 0.0 ? head_extra_ / head_row_ : 0.0;
+    std::vector<int32_t> rows = {u};
+    // parents come before their children: one pass marks the subtree of u
+    std::vector<char> below(t.size(), 0);
+    below[u] = 1;
+    for (int32_t w = u + 1; w < t.size(); ++w) {
+        below[w] = t.parent[w] >= 0 && below[t.parent[w]];
+        if (below[w] && t.value[w] >= ratio * t.value[u]) {
+            rows.push_back(w);
+        }
+    }
+    return rows;
+}
+
 int32_t cost_model::draft_budget(int32_t n_nodes_max) const {
     if (curve_.empty() || n_probe_left_ > 0 || n_chosen_ == 0) {
         return n_nodes_max;
@@ -84,9 +120,11 @@ double cost_model::best_speed(const std::vector<float> & values, double d, int32
     best_n = 1;
     double best = 1.0 / (1.0 + d);
     double acc = 0.0;
+    double head = head_row_; // the root's row
     for (int32_t n = 2; n <= std::min((int32_t) values.size() + 1, n_max()); ++n) {
         acc += values[n - 2];
-        const double s = (1.0 + acc) / (cost(n) + d);
+        head += std::min(head_extra_, values[n - 2] * head_row_);
+        const double s = (1.0 + acc) / (cost(n) + head + d);
         if (s > best) {
             best = s;
             best_n = n;

@@ -111,7 +111,41 @@ engine::engine(const std::string & path_model, const engine_params & params) : p
         llama_model_free(model_);
         throw model_error(format("failed to create a context of %d tokens for '%s'", params.n_ctx, path_model.c_str()));
     }
+    if (head_skippable_ && params.path_head) {
+        init_path_head(n_threads);
+    }
     proposers_.emplace_back("ngram", std::make_unique<ngram_proposer>());
+}
+
+void engine::init_path_head(int32_t n_threads) {
+    std::unique_ptr<target_head> head;
+    try {
+        head = std::make_unique<target_head>(path_, n_embd(), n_vocab(), n_threads);
+    } catch (const model_error &) {
+        return; // no head tensor this class can map: the logits come from the decode
+    }
+    // one token decoded with its logits and its feature: the path head must give the same logits bit
+    // for bit (a graph that scales or caps the logits after the product, or a head the CPU backend
+    // repacked for another kernel, would not)
+    batch_owner bo(1, 1);
+    bo.b.token[0] = token_bos() >= 0 ? token_bos() : 0;
+    bo.b.pos[0] = 0;
+    bo.b.n_seq_id[0] = 1;
+    bo.b.seq_id[0][0] = 0;
+    bo.b.logits[0] = 1;
+    bo.b.n_tokens = 1;
+    llama_set_embeddings(ctx_, true);
+    bool same = false;
+    if (llama_decode(ctx_, bo.b) == 0) {
+        std::vector<float> out(n_vocab());
+        head->logits(llama_get_embeddings_ith(ctx_, 0), 1, out.data());
+        same = std::memcmp(out.data(), llama_get_logits_ith(ctx_, 0), out.size() * sizeof(float)) == 0;
+    }
+    llama_memory_clear(llama_get_memory(ctx_), true);
+    llama_set_embeddings(ctx_, false);
+    if (same) {
+        head_ = std::move(head);
+    }
 }
 
 engine::~engine() {
@@ -212,6 +246,48 @@ std::vector<double> engine::verify_cost_estimate() const {
     return out;
 }
 
+void engine::set_head_cost(double row, double extra) {
+    if (!(row >= 0.0) || !(extra >= 0.0)) {
+        throw std::invalid_argument(format("path head costs must be >= 0, got row %g and extra %g", row, extra));
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    cost_.set_head_cost(row, extra);
+}
+
+std::pair<double, double> engine::head_cost() const { return {cost_.head_row(), cost_.head_extra()}; }
+
+std::pair<double, double> engine::measure_head_cost(int32_t n_rows, int32_t n_reps) {
+    if (n_rows < 2 || n_reps < 1) {
+        throw std::invalid_argument(format("cannot measure the path head with %d rows x %d reps (need >= 2 rows, >= 1 rep)",
+                                           n_rows, n_reps));
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!head_) {
+        return {0.0, 0.0};
+    }
+    // the product does not depend on the values: any features time it
+    std::vector<float> feat((size_t) n_rows * n_embd(), 0.01f);
+    std::vector<float> out((size_t) n_rows * n_vocab());
+    auto time_call = [&](int32_t m) {
+        const double t0 = now_us();
+        head_->logits(feat.data(), m, out.data());
+        return now_us() - t0;
+    };
+    time_call(1); // warms up both shapes
+    time_call(n_rows);
+    std::vector<double> t_one, t_many;
+    for (int32_t rep = 0; rep < n_reps; ++rep) {
+        t_one.push_back(time_call(1));
+        t_many.push_back(time_call(n_rows));
+    }
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    const double row = median(t_one);
+    return {row, std::max(0.0, (median(t_many) - row) / (n_rows - 1))};
+}
+
 std::vector<double> engine::measure_verify_cost(int32_t n_max, int32_t n_reps, int32_t n_depth) {
     if (n_max < 1 || n_max > params_.n_batch || n_reps < 1 || n_depth < 1 || n_depth + n_max > n_ctx()) {
         throw std::invalid_argument(format("cannot measure %d nodes x %d reps after %d tokens (n_batch %d, n_ctx %d)",
@@ -248,13 +324,19 @@ std::vector<double> engine::measure_verify_cost(int32_t n_max, int32_t n_reps, i
             bo.b.pos[i] = n_depth + i;
             bo.b.n_seq_id[i] = 1;
             bo.b.seq_id[i][0] = 0;
-            bo.b.logits[i] = 1; // verification needs every node's logits
+            bo.b.logits[i] = 1; // verification needs every node's logits, or with the path head its feature
         }
         bo.b.n_tokens = n;
+        // as generate() decodes: a tree with the path head up to the final norm, one node with its head
+        const bool on_path = head_ != nullptr && n > 1;
+        llama_set_embeddings(ctx_, on_path);
+        skip_head_ = on_path;
         const double t0 = now_us();
-        check_decode(llama_decode(ctx_, bo.b), "cost-curve probe");
+        const int rc = llama_decode(ctx_, bo.b);
         llama_synchronize(ctx_);
         const double dt = now_us() - t0;
+        skip_head_ = false;
+        check_decode(rc, "cost-curve probe");
         llama_memory_seq_rm(mem, 0, n_depth, -1);
         return dt;
     };
@@ -302,6 +384,7 @@ std::vector<double> engine::measure_verify_cost(int32_t n_max, int32_t n_reps, i
         out[n - 1] = t1 * median(ratio[n - 1]);
     }
     llama_memory_clear(mem, true);
+    llama_set_embeddings(ctx_, false);
     return out;
 }
 
@@ -347,26 +430,42 @@ void engine::self_distill(const std::vector<std::vector<llama_token>> & prompts,
     fe::self_distill(model_, prompts, p, cancel_, on_done);
 }
 
-std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents) {
+std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents,
+                                       bool path_head) {
     std::lock_guard<std::mutex> lock(mutex_);
     const tree t = tree_from_parents(tokens, parents, ORIGIN_DRAFTER, {});
     if (t.size() > params_.n_batch) {
         throw std::invalid_argument(format("a probe tree must fit one batch of n_batch %d, got %d nodes", params_.n_batch,
                                            t.size()));
     }
+    if (path_head && !head_) {
+        throw std::invalid_argument("this engine has no path head (a GPU target, path_head off, or a head that failed its check)");
+    }
     const int32_t n_past = (int32_t) tokens_.size();
     tree_batch tb;
     tree_batch_build(tb, t, n_past, ctx_);
-    llama_set_embeddings(ctx_, false);
+    llama_set_embeddings(ctx_, path_head);
+    skip_head_ = path_head;
     const int rc = llama_decode(ctx_, tb.batch);
+    skip_head_ = false;
     std::vector<float> out;
     if (rc == 0) {
         out.resize((size_t) t.size() * n_vocab());
+        std::vector<float> feat(path_head ? (size_t) t.size() * n_embd() : 0);
         for (int32_t u = 0; u < t.size(); ++u) {
-            const float * l = llama_get_logits_ith(ctx_, tb.row_of[u]);
-            std::copy(l, l + n_vocab(), out.begin() + (size_t) u * n_vocab());
+            if (path_head) {
+                const float * f = llama_get_embeddings_ith(ctx_, tb.row_of[u]);
+                std::copy(f, f + n_embd(), feat.begin() + (size_t) u * n_embd());
+            } else {
+                const float * l = llama_get_logits_ith(ctx_, tb.row_of[u]);
+                std::copy(l, l + n_vocab(), out.begin() + (size_t) u * n_vocab());
+            }
+        }
+        if (path_head) {
+            head_->logits(feat.data(), t.size(), out.data());
         }
     }
+    llama_set_embeddings(ctx_, false);
     kv_commit(ctx_, 0, n_past - 1, 0); // back to the cached tokens only
     check_decode(rc, format("probe tree of %d nodes", t.size()));
     return out;
@@ -605,6 +704,9 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     tree t;
     tree_batch tb;
     std::vector<float> path_feats;
+    std::vector<int32_t> head_slot;  // [n_nodes] row of each node in head_logits, -1: not computed
+    std::vector<float> head_feat;    // [m, n_embd] features of one path-head call
+    std::vector<float> head_logits;  // [rows computed, n_vocab] the path head's logits of this cycle
     while (!done) {
         if (cancel_) {
             throw aborted("generation was cancelled");
@@ -637,11 +739,14 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         st.n_nodes_max = std::max(st.n_nodes_max, t.size());
         st.verify_units += cost_.cost_or_linear(t.size());
 
-        // ---- verify: the whole tree in one decode ----
+        // ---- verify: the whole tree in one decode (with the path head: up to the final norm) ----
         const double t1 = now_us();
+        const bool on_path = head_ != nullptr && t.size() > 1;
         tree_batch_build(tb, t, n_past, ctx_);
-        llama_set_embeddings(ctx_, need_feat);
+        llama_set_embeddings(ctx_, need_feat || on_path);
+        skip_head_ = on_path;
         const int rc = llama_decode(ctx_, tb.batch);
+        skip_head_ = false;
         if (rc != 0) {
             kv_commit(ctx_, 0, n_past - 1, 0); // drop whatever the failed decode left behind
             check_decode(rc, format("tree of %d nodes at n_past %d", t.size(), n_past));
@@ -652,7 +757,36 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
 
         // ---- accept, commit, feed the proposer ----
         const double t2 = now_us();
-        const walk_result walk = verify_tree(ctx_, t, tb, gp.sampling, history, r);
+        // the logits the walk reads: the decode's rows, or the path head's, computed as the walk
+        // reaches each node together with the rows below it likely enough to be read too
+        head_slot.assign(t.size(), -1);
+        int32_t n_head_rows = 0;
+        auto logits_of = [&](int32_t u) -> const float * {
+            if (!on_path) {
+                return llama_get_logits_ith(ctx_, tb.row_of[u]);
+            }
+            if (head_slot[u] < 0) {
+                const std::vector<int32_t> rows = cost_.head_batch(t, u);
+                const int32_t m = (int32_t) rows.size();
+                head_feat.resize((size_t) m * n_embd_tgt);
+                for (int32_t i = 0; i < m; ++i) {
+                    const float * f = llama_get_embeddings_ith(ctx_, tb.row_of[rows[i]]);
+                    std::copy(f, f + n_embd_tgt, head_feat.begin() + (size_t) i * n_embd_tgt);
+                    head_slot[rows[i]] = n_head_rows + i;
+                }
+                head_logits.resize((size_t) (n_head_rows + m) * n_vocab());
+                const double th = now_us();
+                head_->logits(head_feat.data(), m, head_logits.data() + (size_t) n_head_rows * n_vocab());
+                const double dt = now_us() - th;
+                cost_.observe_head(m, dt);
+                st.verify_units += cost_.head_cost(m);
+                st.t_head_us += dt;
+                n_head_rows += m;
+            }
+            return head_logits.data() + (size_t) head_slot[u] * n_vocab();
+        };
+        const walk_result walk = verify_tree(t, logits_of, n_vocab(), gp.sampling, history, r);
+        st.n_head_rows += n_head_rows;
         const std::vector<int32_t> path = tree_path(t, walk.node);
         for (proposer * p : {dft, ngram}) {
             if (p != nullptr) {

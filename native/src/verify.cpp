@@ -68,10 +68,8 @@ static int32_t accept_child(const tree & t, const std::vector<int32_t> & childre
     return -1;
 }
 
-walk_result verify_tree(llama_context * ctx, const tree & t, const tree_batch & tb, const sampling_params & sp,
+walk_result verify_tree(const tree & t, const node_logits & logits_of, int32_t n_vocab, const sampling_params & sp,
                         const std::vector<llama_token> & history, rng & r) {
-    const llama_vocab * vocab = llama_model_get_vocab(llama_get_model(ctx));
-    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
     const auto children = tree_children(t);
     const bool greedy = sp.temperature <= 0.0f;
 
@@ -79,7 +77,7 @@ walk_result verify_tree(llama_context * ctx, const tree & t, const tree_batch & 
     std::vector<token_prob> p;
     walk_result res;
     for (int32_t u = 0;;) {
-        const float * logits = llama_get_logits_ith(ctx, tb.row_of[u]);
+        const float * logits = logits_of(u);
         int32_t next_node = -1;
         if (greedy) {
             const llama_token id = pick_greedy(logits, n_vocab, sp, hist);

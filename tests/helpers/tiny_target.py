@@ -1,7 +1,7 @@
 """A tiny, seeded, random Llama target GGUF that libllama loads and evaluates.
 
 The file has the full `llama` architecture (metadata, every tensor of every layer, an untied or tied
-LM head) and a SentencePiece-style (`tokenizer.ggml.model = "llama"`) vocabulary holding the three
+LM head), or `granite`, the same graph with its logits scaled after the LM head, and a SentencePiece-style (`tokenizer.ggml.model = "llama"`) vocabulary holding the three
 special tokens, all 256 byte tokens and word pieces, so that any text tokenizes without falling
 off the vocabulary. Weights are F32 or F16 and depend only on the arguments.
 """
@@ -76,6 +76,7 @@ def write_tiny_llama_gguf(
     tied: bool = False,
     f16: bool = False,
     chat_template: str | None = None,
+    logit_scale: float | None = None,
     seed: int = 0,
 ) -> TinyTarget:
     """Write a random Llama model that libllama can load, deterministic in its arguments.
@@ -98,6 +99,8 @@ def write_tiny_llama_gguf(
         tied: omit `output.weight` so that the token embedding is the LM head.
         f16: store 2-D weights as F16 (norms stay F32) instead of F32.
         chat_template: written as `tokenizer.chat_template` when given.
+        logit_scale: write architecture `granite` instead, whose graph divides the logits by this after the LM
+            head (a target whose logits are not the LM head's product alone).
         seed: numpy seed of every weight.
 
     Returns:
@@ -121,7 +124,9 @@ def write_tiny_llama_gguf(
         return (1.0 + 0.1 * rng.standard_normal(n_embd)).astype(np.float32)  # [H]
 
     tokens, scores, types = _vocab(n_vocab)
-    writer = gguf.GGUFWriter(os.fspath(path), arch=ARCH)
+    writer = gguf.GGUFWriter(os.fspath(path), arch=ARCH if logit_scale is None else "granite")
+    if logit_scale is not None:
+        writer.add_logit_scale(logit_scale)
     writer.add_name("falcon-edge tiny random llama")
     writer.add_context_length(n_ctx_train)
     writer.add_embedding_length(n_embd)

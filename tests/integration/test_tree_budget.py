@@ -43,12 +43,25 @@ def test_measured_curve_is_cached_and_starts_at_one(tiny_path, tmp_path, monkeyp
 
 def test_cached_curve_is_used_until_the_measuring_method_changes(tiny_path, tmp_path, monkeypatch):
     monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
-    key = cost_curve._key(Path(tiny_path), 2, 256, 0)
-    (tmp_path / "verify-cost.json").write_text(json.dumps({key: [1.0, 1.5]}))
-    assert list(EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine().verify_cost()) == [1.0, 1.5]
+    key = cost_curve._key(Path(tiny_path), 2, 256, 0, True)
+    (tmp_path / "verify-cost.json").write_text(json.dumps({key: {"curve": [1.0, 1.5], "head": [0.25, 0.125]}}))
+    engine = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine()
+    assert list(engine.verify_cost()) == [1.0, 1.5] and engine.head_cost() == (0.25, 0.125)
     monkeypatch.setattr(cost_curve, "METHOD", cost_curve.METHOD + 1)
-    curve = list(EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine().verify_cost())
+    engine = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine()
+    curve = list(engine.verify_cost())
     assert len(curve) == cost_curve.N_MAX and curve[0] == 1.0
+    row, extra = engine.head_cost()
+    assert row > 0 and extra >= 0
+
+
+def test_curve_without_the_path_head_is_cached_apart(tiny_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
+    with_head = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine()
+    without = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2, path_head=False)._native_engine()
+    assert without.head_cost() == (0.0, 0.0) and with_head.head_cost()[0] > 0
+    cached = json.loads((tmp_path / "verify-cost.json").read_text())
+    assert sorted(k.split("|")[6] for k in cached) == ["ph0", "ph1"]
 
 
 def test_cache_drops_curves_of_deleted_models(tiny_path, tmp_path, monkeypatch):

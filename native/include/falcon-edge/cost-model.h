@@ -5,11 +5,17 @@
 // or a context longer than the probe's, corrects itself. The tree budget is the N that maximizes
 // expected tokens per unit of time:
 //
-//     speed(N) = (1 + E[accepted | N]) / (c(N) + d)      speed(1) = 1 (plain decoding)
+//     speed(N) = (1 + E[accepted | N]) / (c(N) + head(N) + d)      speed(1) = 1 (plain decoding)
 //
 // with E[accepted | N] the sum of the N-1 best node values of the drafted tree (calibrated
 // acceptance probabilities: acceptance.h) and d the drafting cost of the cycle relative to one
-// target token. A drafted tree is cut to its best N with d already paid (d = 0). Whether a costly
+// target token. head(N) is the expected cost of the logits the acceptance walk reads when the path
+// head computes them outside the decode (target-head.h; c(N) is then the decode up to the final norm):
+// a head call of m rows costs row + (m - 1) * extra, the root's row is always needed and a node's row
+// only when the node is accepted, so head(N) = row + the sum over the kept nodes of
+// min(extra, value * row) (a likely node's row joins an earlier call, an unlikely one waits until
+// the walk reaches it: head_batch). Without the path head, row = extra = 0 and c(N) includes the
+// logits of every node. A drafted tree is cut to its best N with d already paid (d = 0). Whether a costly
 // proposer (the drafter) should draft at all follows the running gain of its trees over what the
 // free proposers (n-gram lookup) offer alone, d counted (a running mean over about 4 cycles); while
 // that gain stays under 2% it is skipped and drafts only on probes to re-check: 4 consecutive cycles
@@ -50,6 +56,19 @@ public:
     // c(n) where the curve reaches n, else n (one plain step per node)
     double cost_or_linear(int32_t n) const;
 
+    // the path head's cost relative to one plain step: a call for m rows costs row + (m - 1) * extra
+    // (both 0: the logits come from the decode). Kept by set_curve.
+    void set_head_cost(double row, double extra);
+    // a path-head call for m rows took `us` microseconds
+    void observe_head(int32_t m, double us);
+    double head_cost(int32_t m) const;
+    double head_row() const { return head_row_; }
+    double head_extra() const { return head_extra_; }
+    // the rows to compute when the walk reaches node u and needs its logits: u and the nodes below it
+    // whose chance of being reached from u (value ratio to u) makes their row cheaper now (extra) than
+    // on demand (row): all of them while the head's costs are unknown
+    std::vector<int32_t> head_batch(const tree & t, int32_t u) const;
+
     // the drafter's node budget this cycle, at most n_nodes_max: all of it on a probe cycle (and before
     // any choice), else twice the size chosen last, so that the tree can double from cycle to cycle
     // while the drafter skips the passes whose nodes the cut to the chosen size would drop
@@ -79,6 +98,8 @@ private:
     std::vector<double> curve_;
     std::vector<double> seen_;          // [n_max] running mean of the observed ratios t(n) / t(1)
     std::vector<double> n_seen_;        // [n_max] their weight (capped, so the estimate keeps moving)
+    double head_row_     = 0.0;         // path head: one call of one row, relative to one plain step
+    double head_extra_   = 0.0;         // path head: each further row of a call
     double unit_us_      = 0.0;         // running one-node decode time
     double token_us_     = 0.0;         // running decode time over its estimated cost c(n): one token's share
     double draft_us_     = 0.0;         // running drafting time of a cycle in which the drafter ran

@@ -8,6 +8,7 @@
 #include "falcon-edge/proposer.h"
 #include "falcon-edge/self-distill.h"
 #include "falcon-edge/stats.h"
+#include "falcon-edge/target-head.h"
 
 #include "llama.h"
 
@@ -16,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fe {
@@ -67,6 +69,15 @@ public:
     // node timed just before (each rep visiting the sizes from another start; a size cheaper than
     // the one below it is timed n_reps more times, and that one too); clears the KV cache
     std::vector<double> measure_verify_cost(int32_t n_max, int32_t n_reps, int32_t n_depth);
+    // whether trees get their logits from the path head (target-head.h): a CPU target whose head
+    // reproduced the decode's logits bit for bit when the engine was created, and path_head set
+    bool path_head() const { return head_ != nullptr; }
+    // the path head's cost relative to one plain step: one call of one row, each further row of a call
+    void set_head_cost(double row, double extra);
+    std::pair<double, double> head_cost() const;
+    // times (microseconds) of path-head calls: one row, and each further row of a call of n_rows
+    // (medians of n_reps); (0, 0) without the path head
+    std::pair<double, double> measure_head_cost(int32_t n_rows, int32_t n_reps);
 
     // ---- generation ----
     // Runs one request. The KV cache keeps the longest common prefix with the previous request.
@@ -92,8 +103,10 @@ public:
     // clears the cache and evaluates `tokens` into seq 0 (no logits kept)
     void prefill_only(const std::vector<llama_token> & tokens);
     // decodes a tree (parents[i] < i, -1 for the root) on top of the cached tokens and returns every
-    // node's logits [n_nodes * n_vocab]; the cache is left as it was
-    std::vector<float> tree_logits(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents);
+    // node's logits [n_nodes * n_vocab], from the decode or (path_head) from the path head over the
+    // decode's features; the cache is left as it was
+    std::vector<float> tree_logits(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents,
+                                   bool path_head);
 
     // tokens whose KV entries are cached (the committed context of the last request)
     const std::vector<llama_token> & cached_tokens() const { return tokens_; }
@@ -107,6 +120,8 @@ private:
     void prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, bool need_logits, gen_stats & st,
                  std::vector<float> & feats);
     proposer * proposer_for(const std::string & mode) const;
+    // maps the target's LM head and keeps it when its logits of one decoded token equal the decode's
+    void init_path_head(int32_t n_threads);
     // clears the cache and prefills `tokens`; returns their features when need_feat
     std::vector<float> evaluate(const std::vector<llama_token> & tokens, bool need_feat);
 
@@ -123,8 +138,10 @@ private:
     std::atomic<bool> cancel_{false};
     // the target runs on the CPU alone: a decode can stop at the final norm (one graph split)
     bool head_skippable_ = false;
-    // the running decode stops after the final norm: features without the LM head (prefill)
+    // the running decode stops after the final norm: features without the LM head (prefill, trees
+    // with the path head)
     bool skip_head_ = false;
+    std::unique_ptr<target_head> head_; // the path head; null: logits come from the decode
 };
 
 } // namespace fe

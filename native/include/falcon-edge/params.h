@@ -54,6 +54,9 @@ struct engine_params {
     int32_t n_gpu_layers = 0;
     int32_t n_seq_max    = 64;    // leaves a tree may have (<= 256)
     bool    flash_attn   = false; // off: tree and sequential decoding agree bit for bit
+    // on a CPU, trees are decoded up to the final norm and the LM head runs only for the rows the
+    // acceptance walk reads (target-head.h); off: every node's logits come from the decode
+    bool    path_head    = true;
     bool    verbose      = false;
 };
 

@@ -18,11 +18,14 @@ struct gen_stats {
     double  t_prefill_us = 0;
     double  t_draft_us   = 0;
     double  t_verify_us  = 0; // target decode of the trees (or single tokens)
-    double  t_sample_us  = 0; // acceptance walk, sampling and KV commit
+    double  t_sample_us  = 0; // acceptance walk, sampling and KV commit (path-head calls included)
+    int32_t n_head_rows  = 0; // logits rows the path head computed (target-head.h)
+    double  t_head_us    = 0; // time of those path-head calls
     double  t_total_us   = 0;
     int32_t n_nodes_max  = 0; // tree budget used (1 = plain decoding)
     // what the verifications cost by the device's verify-cost curve, in plain steps: the sum over cycles
-    // of c(nodes verified) as estimated when the tree was sized (n_cycles for plain decoding)
+    // of c(nodes verified) as estimated when the tree was sized (n_cycles for plain decoding), plus
+    // the path head's calls by its estimated cost
     double  verify_units = 0;
 };
 

@@ -4,11 +4,11 @@
 
 #include "falcon-edge/params.h"
 #include "falcon-edge/sampling.h"
-#include "falcon-edge/tree-batch.h"
 #include "falcon-edge/tree.h"
 
 #include "llama.h"
 
+#include <functional>
 #include <vector>
 
 namespace fe {
@@ -30,8 +30,11 @@ struct walk_result {
 // target distribution exactly for any proposer whose children are distinct tokens drawn by the
 // stated rows.
 //
+// logits_of(u): the target's logits [n_vocab] at node u, asked for the nodes the walk reaches only
+// (the root, then each accepted node), in that order; the pointer is read before the next call.
 // history: committed tokens up to and including the root (for the repeat penalty).
-walk_result verify_tree(llama_context * ctx, const tree & t, const tree_batch & tb, const sampling_params & sp,
+using node_logits = std::function<const float *(int32_t node)>;
+walk_result verify_tree(const tree & t, const node_logits & logits_of, int32_t n_vocab, const sampling_params & sp,
                         const std::vector<llama_token> & history, rng & r);
 
 } // namespace fe
