@@ -139,7 +139,8 @@ class EdgeFalcon:
             if not verify_cost or any(not c > 0 for c in verify_cost):
                 raise ValueError(f"verify_cost must be a non-empty list of positive costs, got {verify_cost!r}")
             self._engine.set_verify_cost([float(c) for c in verify_cost])
-        elif self.mode != "plain" and self.spec.n_nodes_max == 0:
+        elif self.mode != "plain":
+            # the curve sizes trees (tree_budget 0); the path head's costs decide which rows it computes together
             cost = cost_curve.load_or_measure(self._engine, self.target_path, n_threads=n_threads or os.cpu_count() or 1,
                                               n_batch=n_batch, n_gpu_layers=n_gpu_layers)
             self._engine.set_verify_cost(cost.curve)

@@ -22,7 +22,8 @@ namespace fe {
 
 namespace gs = gguf_schema;
 
-static constexpr size_t GRAPH_NODES = 8; // input, product
+static constexpr size_t GRAPH_NODES      = 8;  // input, product
+static constexpr size_t TENSOR_ALIGNMENT = 32; // what ggml_backend_cpu_buffer_from_ptr asserts
 
 target_head::target_head(const std::string & path_model, int32_t n_embd, int32_t n_vocab, int32_t n_threads)
     : n_embd_(n_embd), n_vocab_(n_vocab) {
@@ -67,10 +68,15 @@ target_head::target_head(const std::string & path_model, int32_t n_embd, int32_t
     map_.data = map;
     map_.size = (size_t) st.st_size;
 
+    // a CPU buffer over foreign memory must start on a tensor boundary; GGUF aligns tensor data to 32 bytes unless
+    // the file says otherwise
+    if (((uintptr_t) map_.data + offset) % TENSOR_ALIGNMENT != 0) {
+        throw model_error(format("%s of '%s' is not aligned to %zu bytes in the file", name, path_model.c_str(),
+                                 TENSOR_ALIGNMENT));
+    }
     ctx_w_.reset(ggml_init({/*.mem_size =*/ ggml_tensor_overhead(), /*.mem_buffer =*/ nullptr, /*.no_alloc =*/ true}));
     w_ = ggml_new_tensor_2d(ctx_w_.get(), src->type, n_embd, n_vocab);
     ggml_set_name(w_, name);
-    // GGUF tensor data are aligned (32 bytes by default), as a CPU buffer requires
     buf_w_.reset(ggml_backend_cpu_buffer_from_ptr((uint8_t *) map_.data + offset, n_bytes));
     ggml_backend_buffer_set_usage(buf_w_.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
     if (ggml_backend_tensor_alloc(buf_w_.get(), w_, ggml_backend_buffer_get_base(buf_w_.get())) != GGML_STATUS_SUCCESS) {

@@ -19,6 +19,8 @@ def test_runs_alternate_so_that_both_modes_share_the_drift():
 def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
     report = bench.run(str(smollm_path), "ngram", ["gsm8k", "humaneval"], 2, 12, n_threads=1, repeats=2, progress=False)
     assert report["repeats"] == 2
+    # SmolLM2 on the CPU: trees take their logits from the path head, whose measured costs the report keeps
+    assert report["path_head"] is True and len(report["head_cost"]) == 2 and report["head_cost"][0] > 0
     for name, d in report["datasets"].items():
         assert d["n_prompts"] == 2 and len(d["speedup_per_prompt"]) == 2, name
         for row in d["rows"]:
@@ -32,6 +34,10 @@ def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
         assert all(s["verify_units"] == pytest.approx(s["n_cycles"]) for r in d["rows"] for s in r["plain"]), name
         assert all(s["verify_units"] > 0 for r in d["rows"] for s in r["spec"]), name
         assert d["modeled_speedup"] > 0
+        # plain runs never call the path head; the speculative runs' head rows per cycle are recorded
+        assert all(s["n_head_rows"] == 0 for r in d["rows"] for s in r["plain"]), name
+        spec = [s for r in d["rows"] for s in r["spec"]]
+        assert d["head_rows_per_cycle"] == pytest.approx(sum(s["n_head_rows"] for s in spec) / sum(s["n_cycles"] for s in spec))
         # the plain runs' spread, recomputed from the recorded runs: relative deviations from each prompt's mean
         devs = []
         for r in d["rows"]:
