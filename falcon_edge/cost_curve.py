@@ -20,12 +20,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import llama_cpp
+
 from . import _native
 from .models import cache_dir
 
 log = logging.getLogger("falcon_edge")
 
-N_MAX = 16  # largest tree measured: beyond it no CPU-class device gains (peers-and-limits.md §2)
+N_MAX_CPU = 16  # largest tree measured on a CPU: beyond it no CPU-class device gains (peers-and-limits.md §2)
+N_MAX_GPU = 64  # with layers on a GPU, whose verification of a few dozen nodes costs little more than one
 N_REPS = 5
 N_DEPTH = 128  # context before the probes, as in a short chat
 N_HEAD_ROWS = 8  # rows of the path-head call timed against a one-row call
@@ -57,6 +60,12 @@ def _key(model_path: Path, n_threads: int, n_batch: int, n_gpu_layers: int, path
             f"ph{int(path_head)}|{system}|m{METHOD}")
 
 
+def n_max(n_gpu_layers: int) -> int:
+    """The largest tree the curve is measured for, and so the largest tree the engine sizes: N_MAX_GPU where target
+    layers run on a GPU (a GPU build of llama-cpp-python and ``n_gpu_layers != 0``), N_MAX_CPU otherwise."""
+    return N_MAX_GPU if n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else N_MAX_CPU
+
+
 def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int, n_batch: int, n_gpu_layers: int) -> VerifyCost:
     """Returns the verify cost of this target and device, measuring (a few seconds) on first use.
 
@@ -71,13 +80,15 @@ def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int,
         cached = json.loads(path.read_text())
     except (OSError, ValueError):
         cached = {}
+    n_sizes = min(n_max(n_gpu_layers), n_batch)
     entry = cached.get(key)
-    if isinstance(entry, dict) and isinstance(entry.get("curve"), list) and isinstance(entry.get("head"), list):
+    # a curve cached for another range of sizes (an older release's GPU curve of 16) is measured again
+    if (isinstance(entry, dict) and isinstance(entry.get("curve"), list) and len(entry["curve"]) == n_sizes
+            and isinstance(entry.get("head"), list)):
         return VerifyCost(entry["curve"], tuple(entry["head"]))
-    n_max = min(N_MAX, n_batch)
-    depth = min(N_DEPTH, engine.n_ctx - n_max - 1)
+    depth = min(N_DEPTH, engine.n_ctx - n_sizes - 1)
     log.info("measuring the verify-cost curve of %s (once per model and device)", model_path.name)
-    times = engine.measure_verify_cost(n_max, N_REPS, depth)
+    times = engine.measure_verify_cost(n_sizes, N_REPS, depth)
     row_us, extra_us = engine.measure_head_cost(N_HEAD_ROWS, N_REPS)
     cost = VerifyCost([t / times[0] for t in times], (row_us / times[0], extra_us / times[0]))
     # entries of model files that no longer exist (deleted downloads, test fixtures) are dropped

@@ -61,7 +61,8 @@ class EdgeFalcon:
         seed: default seed of sampling requests (None: a fresh one each request).
         verbose: let llama.cpp log to stderr.
         tree_budget: nodes verified per pass, root included; 0 (default) sizes each tree from the verify-cost curve
-            measured on this device and the drafter's running acceptance, and decodes plainly where drafting loses.
+            measured on this device (up to 16 nodes on a CPU, 64 on a GPU) and the drafter's running acceptance, and
+            decodes plainly where drafting loses.
         n_batch: prompt chunk size (a tree must fit in one).
         flash_attn: flash attention in the target (off: tree verification is then bit-exact with sequential decoding).
         path_head: on a CPU, decode each tree up to the final norm and compute the LM head only for the rows the

@@ -34,7 +34,8 @@ static void log_callback(enum ggml_log_level level, const char * text, void * us
 // the LM head (~60 ms for a 1.5B Q4_K_M target on 2 cores, against ~2 ms of LM head per token)
 static constexpr int32_t N_SKIP_HEAD_MIN = 32;
 
-// the largest tree of a cycle whose budget follows the cost curve
+// the largest tree of a cycle whose budget follows the cost curve while no curve is known; with one,
+// the largest size it was measured for (16 on a CPU, 64 with a GPU: cost_curve.py)
 static constexpr int32_t N_NODES_AUTO = 16;
 
 // cb_eval of the target context: while skip_head_ is set, the graph stops at the final norm, so
@@ -717,7 +718,8 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         // ---- draft ----
         const double t0 = now_us();
         const bool auto_budget = gp.spec.n_nodes_max == 0;
-        const int32_t n_nodes_max = std::min({auto_budget ? N_NODES_AUTO : gp.spec.n_nodes_max, params_.n_batch,
+        const int32_t n_auto = cost_.n_max() > 0 ? cost_.n_max() : N_NODES_AUTO;
+        const int32_t n_nodes_max = std::min({auto_budget ? n_auto : gp.spec.n_nodes_max, params_.n_batch,
                                               n_ctx() - n_past - 1});
         if (n_nodes_max > 1 && (dft != nullptr || ngram != nullptr)) {
             const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting());

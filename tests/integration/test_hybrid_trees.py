@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from helpers.tiny_drafter import checkpoint_of, make_tiny_drafter
 
-from falcon_edge import EdgeFalcon
+from falcon_edge import EdgeFalcon, cost_curve
 from falcon_edge import gguf_schema as gs
 from falcon_edge.config import SpecConfig
 from falcon_edge.convert import run as write_drafter
@@ -59,6 +59,13 @@ def test_ngram_branches_zero_drafts_with_the_drafter_alone(tiny_path, drafter_pa
                      spec=SpecConfig(ngram_branches=0))
     stats = _run_all(llm, prompts)
     assert sum(s.n_drafted for s in stats) > 0 and sum(s.n_drafted_ngram for s in stats) == 0
+
+
+def test_automatic_trees_grow_to_the_curves_length(tiny_path, drafter_path, prompts):
+    # a GPU's curve spans 64 sizes (cost_curve.N_MAX_GPU): the automatic budget follows the curve, not the CPU's 16
+    llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=1024, n_threads=2, verify_cost=[1.0] * 32)
+    largest = max(s.n_nodes_max for s in _run_all(llm, prompts[:2]))
+    assert cost_curve.N_MAX_CPU < largest <= 32
 
 
 def test_calibrated_ngram_trees_pay_under_a_steep_curve(tiny_path, prompts):

@@ -37,22 +37,30 @@ def test_measured_curve_is_cached_and_starts_at_one(tiny_path, tmp_path, monkeyp
     monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
     llm = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)
     curve = list(llm._native_engine().verify_cost())
-    assert curve[0] == 1.0 and len(curve) == 16 and all(c > 0 for c in curve)
+    # a CPU build measures trees of up to 16 nodes, also where layers are asked onto a GPU
+    assert cost_curve.n_max(0) == cost_curve.n_max(-1) == cost_curve.N_MAX_CPU
+    assert curve[0] == 1.0 and len(curve) == cost_curve.N_MAX_CPU and all(c > 0 for c in curve)
     assert (tmp_path / "verify-cost.json").is_file()
 
 
-def test_cached_curve_is_used_until_the_measuring_method_changes(tiny_path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("change", ["method", "range"])
+def test_cached_curve_is_used_until_the_method_or_range_changes(tiny_path, tmp_path, monkeypatch, change):
     monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
     key = cost_curve._key(Path(tiny_path), 2, 256, 0, True)
-    (tmp_path / "verify-cost.json").write_text(json.dumps({key: {"curve": [1.0, 1.5], "head": [0.25, 0.125]}}))
+    cached = [1.0] + [1.5] * (cost_curve.N_MAX_CPU - 1)
+    (tmp_path / "verify-cost.json").write_text(json.dumps({key: {"curve": cached, "head": [0.25, 0.125]}}))
     engine = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine()
-    assert list(engine.verify_cost()) == [1.0, 1.5] and engine.head_cost() == (0.25, 0.125)
-    monkeypatch.setattr(cost_curve, "METHOD", cost_curve.METHOD + 1)
+    assert list(engine.verify_cost()) == cached and engine.head_cost() == (0.25, 0.125)
+    if change == "method":
+        monkeypatch.setattr(cost_curve, "METHOD", cost_curve.METHOD + 1)
+    else:
+        # a curve cached for fewer sizes than this device's range (an older release's GPU curve) is measured again
+        (tmp_path / "verify-cost.json").write_text(json.dumps({key: {"curve": cached[:8], "head": [0.25, 0.125]}}))
     engine = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine()
     curve = list(engine.verify_cost())
-    assert len(curve) == cost_curve.N_MAX and curve[0] == 1.0
+    assert len(curve) == cost_curve.N_MAX_CPU and curve[0] == 1.0 and curve != cached
     row, extra = engine.head_cost()
-    assert row > 0 and extra >= 0
+    assert row > 0 and extra >= 0 and (row, extra) != (0.25, 0.125)
 
 
 def test_curve_without_the_path_head_is_cached_apart(tiny_path, tmp_path, monkeypatch):
