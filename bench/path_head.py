@@ -4,8 +4,8 @@ Two engines on one target and drafter, one with the path head (a tree decoded up
 the rows the acceptance walk reads only) and one without (every node's logits from the decode, as llama.cpp
 verifies), decode the same prompts greedily with a fixed tree budget, so that both verify the same trees. Per tree
 budget the report gives the verification time per cycle of each (the decode, plus the path head's calls), their
-ratio, and the head rows per cycle against the nodes per cycle. Prompts alternate A, B, B, A so that a drift of the
-host's speed hits both alike. Decoding time only; no speed-up claim: the end-to-end ratios are `falcon-edge bench`'s.
+ratio, and the head rows per cycle against the nodes per cycle. Each prompt runs without, with, with, without
+(`falcon-edge bench`'s order) so that a drift of the host's speed hits both alike. Decoding time only; no speed-up claim: the end-to-end ratios are `falcon-edge bench`'s.
 
     python bench/path_head.py -m qwen2.5-coder-1.5b-instruct --budgets 4 8 16 -o bench/results
 """
@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import statistics
 import sys
 from pathlib import Path
 
 from falcon_edge import EdgeFalcon, drafters, models
-from falcon_edge.bench import _commit
+from falcon_edge.bench import _abba, _commit, _write_json
 from falcon_edge.datasets import DATASETS, load_prompts
 
 
@@ -46,20 +45,19 @@ def measure(target: str, drafter: str | None, budgets: list[int], n_prompts: int
             raise SystemExit(f"{target}: the path head is not active here (a GPU, or a head that failed its check)")
         runs = {True: [], False: []}
         same = 0
-        for i, p in enumerate(prompts):
+        for p in prompts:
             llm = engines[True]
             tokens = llm.tokenize(llm.template.render([{"role": "user", "content": p}]), add_special=False,
                                   parse_special=True)
-            order = (True, False, False, True) if i % 2 == 0 else (False, True, True, False)
             out = {}
-            for on in order:
+            for on in (mode == "spec" for mode in _abba(2)):  # without, with, with, without: the bench's balanced order
                 res = engines[on].generate(tokens, max_tokens=max_tokens)
                 runs[on].append(res.stats)
                 out[on] = res.tokens
             same += out[True] == out[False]
         with_head, without = _cycle_ms(runs[True]), _cycle_ms(runs[False])
         st = runs[True]
-        report["budgets"][str(budget)] = {
+        row = report["budgets"][str(budget)] = {
             "verify_ms_per_cycle_path_head": with_head,
             "verify_ms_per_cycle_decode_head": without,
             "ratio": with_head / without,
@@ -71,9 +69,8 @@ def measure(target: str, drafter: str | None, budgets: list[int], n_prompts: int
             "same_text": f"{same}/{len(prompts)}",
         }
         print(f"budget {budget:3d}: {with_head:7.1f} ms per cycle with the path head, {without:7.1f} without "
-              f"({with_head / without:.3f}x); head rows {report['budgets'][str(budget)]['head_rows_per_cycle']:.2f} of "
-              f"{report['budgets'][str(budget)]['nodes_per_cycle']:.2f} nodes per cycle; same text {same}/{len(prompts)}",
-              flush=True)
+              f"({with_head / without:.3f}x); head rows {row['head_rows_per_cycle']:.2f} of "
+              f"{row['nodes_per_cycle']:.2f} nodes per cycle; same text {row['same_text']}", flush=True)
     return report
 
 
@@ -88,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", default="bench/results", help="directory for the JSON report")
     args = ap.parse_args(argv)
     report = measure(args.model, args.drafter, args.budgets, args.n_prompts, args.max_tokens, args.threads)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"path-head-{Path(args.model).stem}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=1))
+    path = _write_json(report, args.output, f"path-head-{Path(args.model).stem}")
     print(f"wrote {path}")
     return 0
 

@@ -708,6 +708,9 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     std::vector<int32_t> head_slot;  // [n_nodes] row of each node in head_logits, -1: not computed
     std::vector<float> head_feat;    // [m, n_embd] features of one path-head call
     std::vector<float> head_logits;  // [rows computed, n_vocab] the path head's logits of this cycle
+    // the largest tree of a cycle: the fixed budget, or in auto mode the curve's largest size
+    const bool auto_budget = gp.spec.n_nodes_max == 0;
+    const int32_t budget = !auto_budget ? gp.spec.n_nodes_max : cost_.n_max() > 0 ? cost_.n_max() : N_NODES_AUTO;
     while (!done) {
         if (cancel_) {
             throw aborted("generation was cancelled");
@@ -717,10 +720,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
 
         // ---- draft ----
         const double t0 = now_us();
-        const bool auto_budget = gp.spec.n_nodes_max == 0;
-        const int32_t n_auto = cost_.n_max() > 0 ? cost_.n_max() : N_NODES_AUTO;
-        const int32_t n_nodes_max = std::min({auto_budget ? n_auto : gp.spec.n_nodes_max, params_.n_batch,
-                                              n_ctx() - n_past - 1});
+        const int32_t n_nodes_max = std::min({budget, params_.n_batch, n_ctx() - n_past - 1});
         if (n_nodes_max > 1 && (dft != nullptr || ngram != nullptr)) {
             const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting());
             if (drafted) {
