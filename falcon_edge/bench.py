@@ -4,11 +4,13 @@
 (``--suite peers``: every other decoding method on the same target, :mod:`falcon_edge.peers`, which also rebuilds
 the generated section of docs/benchmarks.md, :mod:`falcon_edge.bench_report`).
 
-Both modes run on the same engine (``speculative=False`` is the identical loop without drafting), greedy, on the
-same prompts; each prompt runs ``repeats`` times in each mode, alternating plain, speculative, speculative, plain,
-... so that a machine whose speed drifts (shared hosts, clock changes) slows both modes alike. Speed counts decoding
-only (the prefill is excluded, and the later runs of a prompt reuse its cached prefix). Ratios are the claim;
-absolute tokens/s are context.
+Both modes run on the same engine (``speculative=False`` is the identical loop without drafting), greedy by default,
+on the same prompts; each prompt runs ``repeats`` times in each mode, alternating plain, speculative, speculative,
+plain, ... so that a machine whose speed drifts (shared hosts, clock changes) slows both modes alike. Speed counts
+decoding only (the prefill is excluded, and the later runs of a prompt reuse its cached prefix). Ratios are the claim;
+absolute tokens/s are context. Every run keeps its text: greedy runs of a prompt must all produce the same one (the
+report counts the prompts where they do). At a temperature above 0 the two modes sample the same distribution but
+not the same text (repeat r of both modes uses seed ``seed + r``), so their speeds compare texts that differ.
 """
 
 from __future__ import annotations
@@ -40,19 +42,25 @@ def _commit() -> str:
 
 def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_threads: int | None = None,
         tree_budget: int = 0, tree: str | None = None, repeats: int = 2, first_prompt: int = 0,
-        progress: bool = True) -> dict:
+        temperature: float = 0.0, seed: int = 0, progress: bool = True) -> dict:
     """Runs the comparison and returns the report (see :func:`format_table`); ``tree`` names a preset shape.
 
     ``n_prompts`` prompts of each set from its ``first_prompt`` (0-based, file order).
 
     ``repeats`` runs of each prompt per mode, in the order plain, spec, spec, plain, plain, spec, ...
+
+    ``temperature`` 0 decodes greedily; above 0 the runs sample (top-k 40, top-p 0.95, min-p 0.05, the chat
+    defaults), repeat r of each mode with seed ``seed + r``.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if temperature < 0.0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
     llm = EdgeFalcon(target, drafter=drafter, n_threads=n_threads, tree_budget=tree_budget, n_ctx=4096, tree=tree)
     report = {
         "target": str(target), "drafter": str(drafter), "max_tokens": max_tokens, "n_threads": n_threads, "repeats": repeats,
         "first_prompt": first_prompt, "tree_budget": tree_budget, "tree": tree or "dynamic",
+        "temperature": temperature, "seed": seed,
         "verify_cost": list(llm._native_engine().verify_cost()),
         "path_head": llm.path_head_active, "head_cost": list(llm._native_engine().head_cost()),
         "machine": platform.processor() or platform.machine(), "commit": _commit(), "version": __version__,
@@ -64,9 +72,11 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         for prompt in tqdm(prompts, desc=name, disable=not progress):
             messages = [{"role": "user", "content": prompt}]
             row = {"plain": [], "spec": []}
-            for mode in _abba(repeats):
-                out = llm.chat(messages, max_tokens=max_tokens, temperature=0.0, speculative=mode == "spec")
-                row[mode].append(out["falcon"])
+            for i, mode in enumerate(_abba(repeats)):
+                run_seed = seed + i // 2  # _abba runs one plain and one spec per repeat
+                out = llm.chat(messages, max_tokens=max_tokens, temperature=temperature, seed=run_seed,
+                               speculative=mode == "spec")
+                row[mode].append(dict(out["falcon"], seed=run_seed, text=out["choices"][0]["message"]["content"]))
             rows.append(row)
         report["datasets"][name] = _summary(rows)
     return report
@@ -121,6 +131,8 @@ def _summary(rows: list[dict]) -> dict:
         "draft_s_share": sum(s["t_draft_s"] for s in spec) / t_spec,
         # one drafter forward pass relative to one plain target token (the drafter's own cost)
         "draft_pass_cost": (sum(s["t_draft_s"] for s in spec) / passes) / (t_plain / n_plain) if passes else 0.0,
+        # prompts whose runs, plain and speculative, all produced the same text: every prompt when decoding greedily
+        "same_text": sum(len({s["text"] for s in r["plain"] + r["spec"]}) == 1 for r in rows),
         "rows": rows,
     }
 
@@ -144,16 +156,18 @@ def _plain_noise(rows: list[dict]) -> float | None:
 
 def format_table(report: dict) -> str:
     """A fixed-width table of the per-dataset summary."""
-    lines = [(f"target {report['target']}  drafter {report['drafter']}  tree {report.get('tree', 'dynamic')}  threads {report['n_threads']}  "
-             f"commit {report['commit']}  {report['date']}"),
+    decoding = "greedy" if report["temperature"] == 0 else f"temperature {report['temperature']:g} seed {report['seed']}"
+    lines = [(f"target {report['target']}  drafter {report['drafter']}  tree {report.get('tree', 'dynamic')}  {decoding}  "
+              f"threads {report['n_threads']}  commit {report['commit']}  {report['date']}"),
              (f"{'dataset':<10} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>8} {'prompts min-max':>15} {'tau':>6}"
-              f" {'alpha':>6} {'accept':>7} {'n-gram':>6} {'pass cost':>9} {'modeled':>8} {'plain noise':>11}")]
+              f" {'alpha':>6} {'accept':>7} {'n-gram':>6} {'pass cost':>9} {'modeled':>8} {'same text':>9} {'plain noise':>11}")]
     for name, d in report["datasets"].items():
         spread = f"{min(d['speedup_per_prompt']):.2f}-{max(d['speedup_per_prompt']):.2f}"
         noise = "-" if d["plain_noise"] is None else f"{100 * d['plain_noise']:.1f}%"
+        same = f"{d['same_text']}/{d['n_prompts']}"
         lines.append(f"{name:<10} {d['plain_tokens_per_s']:>11.2f} {d['spec_tokens_per_s']:>10.2f} {d['speedup']:>7.2f}x "
                      f"{spread:>15} {d['tau']:>6.2f} {d['alpha']:>6.2f} {d['draft_acceptance']:>7.2f} {d['ngram_share']:>6.2f}"
-                     f" {d['draft_pass_cost']:>9.3f} {d['modeled_speedup']:>7.2f}x {noise:>11}")
+                     f" {d['draft_pass_cost']:>9.3f} {d['modeled_speedup']:>7.2f}x {same:>9} {noise:>11}")
     return "\n".join(lines)
 
 
@@ -175,6 +189,11 @@ def add_cli(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=2,
                    help="speculative suite: runs of each prompt per mode, alternating plain/spec/spec/plain (default 2)")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="speculative suite: 0 (default) decodes greedily; above 0 both modes sample (top-k 40, "
+                        "top-p 0.95, min-p 0.05)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="speculative suite, temperature > 0: repeat r of each mode samples with seed SEED + r")
     p.add_argument("--tree-budget", type=int, default=0, help="fixed nodes per tree (0: sized from the cost curve)")
     p.add_argument("--tree", default=None,
                    help="speculative suite: a fixed tree preset for the Falcon drafter, e.g. falcon-168 (the paper's tree)")
@@ -220,7 +239,7 @@ def _cli_bench(args) -> int:
         return 0
     report = run(args.model, args.drafter or "ngram", datasets, args.n_prompts, args.max_tokens,
                  n_threads=args.threads, tree_budget=args.tree_budget, tree=args.tree, repeats=args.repeats,
-                 first_prompt=args.first_prompt)
+                 first_prompt=args.first_prompt, temperature=args.temperature, seed=args.seed)
     path = _write_json(report, args.output, "bench")
     print(format_table(report))
     print(f"wrote {path}")

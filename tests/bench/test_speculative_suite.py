@@ -18,7 +18,7 @@ def test_runs_alternate_so_that_both_modes_share_the_drift():
 
 def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
     report = bench.run(str(smollm_path), "ngram", ["gsm8k", "humaneval"], 2, 12, n_threads=1, repeats=2, progress=False)
-    assert report["repeats"] == 2
+    assert report["repeats"] == 2 and report["temperature"] == 0.0
     # SmolLM2 on the CPU: trees take their logits from the path head, whose measured costs the report keeps
     assert report["path_head"] is True and len(report["head_cost"]) == 2 and report["head_cost"][0] > 0
     for name, d in report["datasets"].items():
@@ -26,8 +26,10 @@ def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
         for row in d["rows"]:
             assert len(row["plain"]) == 2 and len(row["spec"]) == 2
             assert all(s["mode"] == "plain" for s in row["plain"]) and all(s["mode"] == "ngram" for s in row["spec"])
-            # greedy and lossless: every run of a prompt generates the same number of tokens
-            assert len({s["n_generated"] for s in row["plain"] + row["spec"]}) == 1
+            # greedy and lossless: every run of a prompt generates the same text
+            assert len({s["text"] for s in row["plain"] + row["spec"]}) == 1
+            assert all(s["n_generated"] > 0 and s["text"] for s in row["plain"] + row["spec"])
+        assert d["same_text"] == 2, name
         assert d["plain_tokens_per_s"] > 0 and d["spec_tokens_per_s"] > 0 and d["tau"] >= 1.0
         assert 0.0 <= d["ngram_share"] <= 1.0
         # plain decoding costs one step per cycle by any curve; the speculative runs' steps follow their trees
@@ -46,6 +48,22 @@ def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
         assert d["plain_noise"] == pytest.approx((sum(x * x for x in devs) / 2) ** 0.5), name
     table = bench.format_table(report)
     assert "gsm8k" in table and "humaneval" in table and "prompts min-max" in table and "plain noise" in table
+    assert " greedy " in table and table.count(" 2/2 ") == 2
+
+
+def test_sampling_runs_share_a_seed_per_repeat(smollm_path):
+    report = bench.run(str(smollm_path), "ngram", ["mt-bench"], 2, 24, n_threads=1, repeats=2, temperature=1.5,
+                       seed=7, progress=False)
+    assert report["temperature"] == 1.5 and report["seed"] == 7
+    d = report["datasets"]["mt-bench"]
+    for row in d["rows"]:
+        # plain, spec, spec, plain: repeat r of each mode samples with seed 7 + r
+        assert [s["seed"] for s in row["plain"]] == [7, 8] and [s["seed"] for s in row["spec"]] == [7, 8]
+        # at 1.5 two seeds sample different answers: no prompt's runs all agree
+        assert len({s["text"] for s in row["plain"]}) == 2, row["plain"]
+    assert d["same_text"] == 0
+    assert d["tau"] >= 1.0 and d["modeled_speedup"] > 0
+    assert "temperature 1.5 seed 7" in bench.format_table(report).splitlines()[0]
 
 
 def test_first_prompt_selects_the_prompts_that_run(smollm_path):
@@ -64,3 +82,8 @@ def test_first_prompt_selects_the_prompts_that_run(smollm_path):
 def test_repeats_must_be_positive(smollm_path):
     with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
         bench.run(str(smollm_path), "ngram", ["gsm8k"], 1, 4, repeats=0, progress=False)
+
+
+def test_temperature_must_not_be_negative(smollm_path):
+    with pytest.raises(ValueError, match="temperature must be >= 0, got -0.5"):
+        bench.run(str(smollm_path), "ngram", ["gsm8k"], 1, 4, temperature=-0.5, progress=False)
