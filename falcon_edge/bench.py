@@ -8,9 +8,12 @@ Both modes run on the same engine (``speculative=False`` is the identical loop w
 on the same prompts; each prompt runs ``repeats`` times in each mode, alternating plain, speculative, speculative,
 plain, ... so that a machine whose speed drifts (shared hosts, clock changes) slows both modes alike. Speed counts
 decoding only (the prefill is excluded, and the later runs of a prompt reuse its cached prefix). Ratios are the claim;
-absolute tokens/s are context. Every run keeps its text: greedy runs of a prompt must all produce the same one (the
-report counts the prompts where they do). At a temperature above 0 the two modes sample the same distribution but
-not the same text (repeat r of both modes uses seed ``seed + r``), so their speeds compare texts that differ.
+absolute tokens/s are context. Every run keeps its text and tokens. Greedy runs of a prompt produce the same tokens
+up to genuine ties: CPU kernels round a batch of tree nodes differently from one token, so two near-equal logits
+can swap places; where a speculative run leaves the plain one, the report gives the position and the logit gap
+there (near 0 for a tie, large for a wrong acceptance). At a temperature above 0 the two modes sample the same
+distribution but not the same text (repeat r of both modes uses seed ``seed + r``), so their speeds compare texts that
+differ.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from . import __version__, bench_report, models, peers
@@ -70,16 +74,39 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         prompts = load_prompts(name, n_prompts, first=first_prompt)
         rows = []
         for prompt in tqdm(prompts, desc=name, disable=not progress):
-            messages = [{"role": "user", "content": prompt}]
+            tokens = llm.tokenize(llm.template.render([{"role": "user", "content": prompt}]), add_special=False,
+                                  parse_special=True)
             row = {"plain": [], "spec": []}
             for i, mode in enumerate(_abba(repeats)):
                 run_seed = seed + i // 2  # _abba runs one plain and one spec per repeat
-                out = llm.chat(messages, max_tokens=max_tokens, temperature=temperature, seed=run_seed,
-                               speculative=mode == "spec")
-                row[mode].append(dict(out["falcon"], seed=run_seed, text=out["choices"][0]["message"]["content"]))
+                res = llm.generate(tokens, max_tokens=max_tokens, temperature=temperature, seed=run_seed,
+                                   speculative=mode == "spec")
+                row[mode].append(dict(res.stats.as_dict(), seed=run_seed, text=res.text, tokens=res.tokens))
+            if temperature == 0.0:
+                ref = row["plain"][0]["tokens"]
+                row["divergences"] = [dict(d, run=i) for i, s in enumerate(row["spec"])
+                                      if (d := divergence(llm, tokens, ref, s["tokens"])) is not None]
             rows.append(row)
         report["datasets"][name] = _summary(rows)
     return report
+
+
+def divergence(llm: EdgeFalcon, prompt: list[int], ref: list[int], out: list[int]) -> dict | None:
+    """Where greedy tokens ``out`` leave the plain run's ``ref`` after ``prompt``: None where they agree, else
+    ``{"at": position, "gap": logit gap}``.
+
+    The gap is the larger of the two chosen tokens' distances below the best logit of that position, decoded one
+    token at a time (plain decoding's kernels): near 0 for a genuine tie, large for a wrong acceptance. It is None
+    where one run ended (an end-of-generation token) while the other went on with the same tokens.
+    """
+    at = next((i for i, (a, b) in enumerate(zip(ref, out)) if a != b), None)
+    if at is None:
+        return None if len(ref) == len(out) else {"at": min(len(ref), len(out)), "gap": None}
+    context = prompt + ref[:at]
+    eng = llm._native_engine()
+    eng.prefill_only(context[:-1])
+    logits = np.frombuffer(eng.tree_logits([context[-1]], [-1]), dtype=np.float32)  # [n_vocab]
+    return {"at": at, "gap": float(max(logits.max() - logits[ref[at]], logits.max() - logits[out[at]]))}
 
 
 def _abba(repeats: int) -> list[str]:
@@ -131,8 +158,12 @@ def _summary(rows: list[dict]) -> dict:
         "draft_s_share": sum(s["t_draft_s"] for s in spec) / t_spec,
         # one drafter forward pass relative to one plain target token (the drafter's own cost)
         "draft_pass_cost": (sum(s["t_draft_s"] for s in spec) / passes) / (t_plain / n_plain) if passes else 0.0,
-        # prompts whose runs, plain and speculative, all produced the same text: every prompt when decoding greedily
-        "same_text": sum(len({s["text"] for s in r["plain"] + r["spec"]}) == 1 for r in rows),
+        # prompts whose runs, plain and speculative, all produced the same tokens (greedy: all but genuine ties)
+        "identical": sum(len({tuple(s["tokens"]) for s in r["plain"] + r["spec"]}) == 1 for r in rows),
+        # greedy: the largest logit gap where a speculative run left the plain tokens (None: none did, or only by
+        # ending); a tie has a gap near 0
+        "max_divergence_gap": max((d["gap"] for r in rows for d in r.get("divergences", []) if d["gap"] is not None),
+                                  default=None),
         "rows": rows,
     }
 
@@ -160,14 +191,19 @@ def format_table(report: dict) -> str:
     lines = [(f"target {report['target']}  drafter {report['drafter']}  tree {report.get('tree', 'dynamic')}  {decoding}  "
               f"threads {report['n_threads']}  commit {report['commit']}  {report['date']}"),
              (f"{'dataset':<10} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>8} {'prompts min-max':>15} {'tau':>6}"
-              f" {'alpha':>6} {'accept':>7} {'n-gram':>6} {'pass cost':>9} {'modeled':>8} {'same text':>9} {'plain noise':>11}")]
+              f" {'alpha':>6} {'accept':>7} {'n-gram':>6} {'pass cost':>9} {'modeled':>8} {'identical':>9} {'plain noise':>11}")]
     for name, d in report["datasets"].items():
         spread = f"{min(d['speedup_per_prompt']):.2f}-{max(d['speedup_per_prompt']):.2f}"
         noise = "-" if d["plain_noise"] is None else f"{100 * d['plain_noise']:.1f}%"
-        same = f"{d['same_text']}/{d['n_prompts']}"
+        same = f"{d['identical']}/{d['n_prompts']}"
         lines.append(f"{name:<10} {d['plain_tokens_per_s']:>11.2f} {d['spec_tokens_per_s']:>10.2f} {d['speedup']:>7.2f}x "
                      f"{spread:>15} {d['tau']:>6.2f} {d['alpha']:>6.2f} {d['draft_acceptance']:>7.2f} {d['ngram_share']:>6.2f}"
                      f" {d['draft_pass_cost']:>9.3f} {d['modeled_speedup']:>7.2f}x {same:>9} {noise:>11}")
+        for i, r in enumerate(d["rows"]):
+            for dv in r.get("divergences", []):
+                gap = "an end of generation" if dv["gap"] is None else f"a top-2 logit gap of {dv['gap']:.3f}"
+                lines.append(f"  {name} prompt {i}: speculative run {dv['run']} leaves the plain tokens at {dv['at']}, "
+                             f"{gap}")
     return "\n".join(lines)
 
 
