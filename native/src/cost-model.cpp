@@ -35,7 +35,7 @@ void cost_model::observe_decode(int32_t n, double us) {
         return;
     }
     observe_curve(n, us);
-    token_us_ = blend(token_us_, us / cost_or_linear(n));
+    token_us_ = blend(token_us_, us / cost_extrapolated(n));
 }
 
 void cost_model::observe_draft(double us) {
@@ -69,8 +69,11 @@ double cost_model::cost(int32_t n) const {
     return (PRIOR_WEIGHT * curve_[n - 1] + w * seen_[n - 1]) / (PRIOR_WEIGHT + w);
 }
 
-double cost_model::cost_or_linear(int32_t n) const {
-    return n <= n_max() ? cost(n) : (double) n;
+double cost_model::cost_extrapolated(int32_t n) const {
+    if (n_max() == 0) {
+        return (double) n;
+    }
+    return n <= n_max() ? cost(n) : cost(n_max()) * n / n_max();
 }
 
 void cost_model::set_head_cost(double row, double extra) {

@@ -739,7 +739,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
             st.t_draft_us += now_us() - t0;
         }
         st.n_nodes_max = std::max(st.n_nodes_max, t.size());
-        st.verify_units += cost_.cost_or_linear(t.size());
+        st.verify_units += cost_.cost_extrapolated(t.size());
 
         // ---- verify: the whole tree in one decode (with the path head: up to the final norm) ----
         const double t1 = now_us();

@@ -76,6 +76,19 @@ def test_greedy_falcon_with_the_papers_tree_matches_plain(tiny_target, tmp_path_
         assert res.stats.n_draft_passes == res.stats.n_cycles * shape.depth // 2
 
 
+def test_a_tree_beyond_the_curve_is_priced_in_proportion_to_its_last_point(tiny_target, tmp_path_factory, prompts):
+    # SpecStats.verify_units of the paper's 168-token tree under a curve of 8 sizes: c(8) * 168 / 8 per cycle (a decode
+    # that large is bound by its arithmetic), not one plain step per node
+    path = _drafter(tiny_target, tmp_path_factory, 2, "lstm", seed=11)
+    curve = [1.0 + 0.25 * i for i in range(8)]
+    llm = EdgeFalcon(tiny_target.path, drafter=path, n_ctx=1024, n_threads=2, tree="falcon-168", verify_cost=curve,
+                     path_head=False)
+    res = llm.generate(prompts[0], max_tokens=MAX_TOKENS)
+    n_nodes = trees.load("falcon-168").n_nodes + 1
+    assert res.stats.n_nodes_max == n_nodes
+    assert res.stats.verify_units == pytest.approx(res.stats.n_cycles * curve[-1] * n_nodes / len(curve))
+
+
 def test_drafter_state_follows_prefix_reuse(tiny_target, tmp_path_factory, plain, prompts):
     path = _drafter(tiny_target, tmp_path_factory, 2, "lstm", seed=7)
     llm = EdgeFalcon(tiny_target.path, drafter=path, n_ctx=1024, n_threads=2, tree_budget=6)

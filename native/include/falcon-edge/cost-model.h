@@ -53,8 +53,9 @@ public:
     double draft_cost() const;
     // the current estimate of c(n), the measured prior blended with what observe_decode saw
     double cost(int32_t n) const;
-    // c(n) where the curve reaches n, else n (one plain step per node)
-    double cost_or_linear(int32_t n) const;
+    // c(n) where the curve reaches n; beyond it (a preset tree larger than the curve) the curve's last point in
+    // proportion, c(n_max) * n / n_max, as a decode that large is bound by its arithmetic; n without a curve
+    double cost_extrapolated(int32_t n) const;
 
     // the path head's cost relative to one plain step: a call for m rows costs row + (m - 1) * extra
     // (both 0: the logits come from the decode). Kept by set_curve.
