@@ -47,8 +47,7 @@ def measure(target: str, drafter: str | None, budgets: list[int], n_prompts: int
         same = 0
         for p in prompts:
             llm = engines[True]
-            tokens = llm.tokenize(llm.template.render([{"role": "user", "content": p}]), add_special=False,
-                                  parse_special=True)
+            tokens = llm.chat_tokens([{"role": "user", "content": p}])
             out = {}
             for on in (mode == "spec" for mode in _abba(2)):  # without, with, with, without: the bench's balanced order
                 res = engines[on].generate(tokens, max_tokens=max_tokens)

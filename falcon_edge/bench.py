@@ -74,8 +74,7 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         prompts = load_prompts(name, n_prompts, first=first_prompt)
         rows = []
         for prompt in tqdm(prompts, desc=name, disable=not progress):
-            tokens = llm.tokenize(llm.template.render([{"role": "user", "content": prompt}]), add_special=False,
-                                  parse_special=True)
+            tokens = llm.chat_tokens([{"role": "user", "content": prompt}])
             row = {"plain": [], "spec": []}
             for i, mode in enumerate(_abba(repeats)):
                 run_seed = seed + i // 2  # _abba runs one plain and one spec per repeat

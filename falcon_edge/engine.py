@@ -202,6 +202,14 @@ class EdgeFalcon:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         return self._native_engine().tokenize(text, add_special, parse_special)
 
+    def chat_tokens(self, messages: list[dict]) -> list[int]:
+        """The prompt token ids :meth:`chat` decodes for ``messages``: the chat template rendered with the generation
+        prompt, special tokens parsed. Raises ValueError when the rendering is empty."""
+        tokens = self._native_engine().tokenize(self.template.render(messages), False, True)
+        if not tokens:
+            raise ValueError("the rendered chat prompt is empty")
+        return tokens
+
     def detokenize(self, tokens: list[int]) -> str:
         """Text of token ids (special tokens rendered as text)."""
         eng = self._native_engine()
@@ -301,10 +309,7 @@ class EdgeFalcon:
         sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                   repeat_penalty=repeat_penalty, seed=seed)
         req = self._request(max_tokens, stop, sampling, speculative)
-        text = self.template.render(messages)
-        tokens = self._native_engine().tokenize(text, False, True)
-        if not tokens:
-            raise ValueError("the rendered chat prompt is empty")
+        tokens = self.chat_tokens(messages)
         if stream:
             return self._chat_stream(tokens, req)
         res = self._run(tokens, req)

@@ -33,7 +33,7 @@ def _check_model(path, prompts):
                           verbose=False)
     n_drafted = 0
     for prompt in prompts:
-        tokens = plain._native_engine().tokenize(plain.template.render([{"role": "user", "content": prompt}]), False, True)
+        tokens = plain.chat_tokens([{"role": "user", "content": prompt}])
         a = plain.generate(tokens, max_tokens=MAX_TOKENS)
         b = spec.generate(tokens, max_tokens=MAX_TOKENS)
         c = _llama_cpp_python_greedy(ref, tokens, MAX_TOKENS)

@@ -10,10 +10,9 @@ equal llama-cpp-python exactly (both decode one token at a time).
 from __future__ import annotations
 
 import llama_cpp
-import numpy as np
 import pytest
 
-from falcon_edge import EdgeFalcon
+from falcon_edge import EdgeFalcon, bench
 
 pytestmark = pytest.mark.model
 
@@ -31,12 +30,6 @@ def _llama_cpp_python_greedy(llm: llama_cpp.Llama, tokens: list[int], n: int) ->
     return out
 
 
-def _logits_after(plain: EdgeFalcon, context: list[int], token: int) -> np.ndarray:
-    eng = plain._native_engine()
-    eng.prefill_only(context)
-    return np.frombuffer(eng.tree_logits([token], [-1]), dtype=np.float32)
-
-
 def _check_model(path, prompts) -> None:
     plain = EdgeFalcon(path, n_ctx=2048, n_batch=N_BATCH, n_threads=2)
     spec = EdgeFalcon(path, drafter="ngram", n_ctx=2048, n_batch=N_BATCH, n_threads=2, tree_budget=6)
@@ -44,21 +37,19 @@ def _check_model(path, prompts) -> None:
                           verbose=False)
     n_drafted = 0
     for prompt in prompts:
-        tokens = plain._native_engine().tokenize(plain.template.render([{"role": "user", "content": prompt}]), False, True)
+        tokens = plain.chat_tokens([{"role": "user", "content": prompt}])
         a = plain.generate(tokens, max_tokens=MAX_TOKENS).tokens
         assert a == _llama_cpp_python_greedy(ref, tokens, MAX_TOKENS), f"plain != llama-cpp-python: {prompt[:60]!r}"
         res = spec.generate(tokens, max_tokens=MAX_TOKENS)
         b = res.tokens
         n_drafted += res.stats.n_drafted
-        j = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
-        if j is None:
-            assert len(a) == len(b)
+        d = bench.divergence(plain, tokens, a, b)
+        if d is None:
             continue
-        assert j > 0, "the first token comes from the same prefill in both modes"
+        assert d["gap"] is not None, f"same tokens, lengths {len(a)} and {len(b)}: {prompt[:60]!r}"
+        assert d["at"] > 0, "the first token comes from the same prefill in both modes"
         # the reference rounds like neither run, so either token may lead: both must be within TIE_EPS of the best
-        logits = _logits_after(plain, tokens + a[: j - 1], a[j - 1])
-        gaps = [float(logits.max() - logits[t]) for t in (a[j], b[j])]
-        assert max(gaps) < TIE_EPS, f"divergence at {j} is not a tie (gaps {gaps}): {prompt[:60]!r}"
+        assert d["gap"] < TIE_EPS, f"divergence at {d['at']} is not a tie (gap {d['gap']}): {prompt[:60]!r}"
     assert n_drafted > 0
 
 
