@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree-budget", type=int, default=4, help="fixed tree budget: the drafter runs every cycle")
     parser.add_argument("--threads", type=int, default=1, help="1: on shared cores ggml's spinning thread pool loses")
     parser.add_argument("--warmup", type=int, default=100, help="generations before the RSS baseline")
-    parser.add_argument("--check-every", type=int, default=100)
+    parser.add_argument("--check-every", type=int, default=50)
     parser.add_argument("--prompt-chars", type=int, default=300, help="prompts are cut to this many characters")
     parser.add_argument("--max-tokens", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                         help="max_tokens drawn per request (a cancelled stream asks for the largest)")
