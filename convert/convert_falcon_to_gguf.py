@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 
+from falcon_edge import gguf_schema
+
 from .write_gguf import OUTTYPES, run
 
 
@@ -27,7 +29,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, help="the drafter GGUF to write")
     parser.add_argument("--outtype", choices=list(OUTTYPES), default="f16", help="type of the weight matrices (default f16)")
     parser.add_argument("--block-size", type=int, help="k, tokens per drafter pass (default: the checkpoint's, else 2)")
-    parser.add_argument("--fusion", choices=["lstm", "linear"], help="expected fusion, checked against the weights")
+    parser.add_argument("--fusion", choices=list(gguf_schema.FUSIONS), help="expected fusion, checked against the weights")
     parser.add_argument("--draft-vocab", metavar="NPY", help=".npy array of target token ids forming the draft vocabulary (d2t)")
     parser.add_argument("--tree-parents", type=_parents, metavar="P0,P1,...", help="decoding tree to store: parent per node, -1 = root")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

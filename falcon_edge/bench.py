@@ -60,6 +60,7 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if temperature < 0.0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    prompts_of = {name: load_prompts(name, n_prompts, first=first_prompt) for name in datasets}
     llm = EdgeFalcon(target, drafter=drafter, n_threads=n_threads, tree_budget=tree_budget, n_ctx=4096, tree=tree)
     report = {
         "target": str(target), "drafter": str(drafter), "max_tokens": max_tokens, "n_threads": n_threads, "repeats": repeats,
@@ -70,8 +71,7 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         "machine": platform.processor() or platform.machine(), "commit": _commit(), "version": __version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "datasets": {},
     }
-    for name in datasets:
-        prompts = load_prompts(name, n_prompts, first=first_prompt)
+    for name, prompts in prompts_of.items():
         rows = []
         for prompt in tqdm(prompts, desc=name, disable=not progress):
             tokens = llm.chat_tokens([{"role": "user", "content": prompt}])
@@ -215,7 +215,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("-m", "--model", default=models.DEFAULT_TARGET, help="target: registry name or GGUF path")
     p.add_argument("-md", "--drafter", default=None,
                    help="speculative suite: 'ngram' (default) or a falcon-sar drafter GGUF; peers suite: the drafter "
-                        "of the falcon method ('auto', the default: models/falcon-<target>.gguf; 'none')")
+                        "of the falcon method ('auto', the default: the drafter shipped for the target; 'none')")
     p.add_argument("--dataset", action="append", choices=list(DATASETS), help="repeatable; default: all three")
     p.add_argument("--n-prompts", type=int, default=5, help="prompts per dataset")
     p.add_argument("--first-prompt", type=int, default=0,
@@ -229,7 +229,8 @@ def add_cli(subparsers) -> None:
                         "top-p 0.95, min-p 0.05)")
     p.add_argument("--seed", type=int, default=0,
                    help="speculative suite, temperature > 0: repeat r of each mode samples with seed SEED + r")
-    p.add_argument("--tree-budget", type=int, default=0, help="fixed nodes per tree (0: sized from the cost curve)")
+    p.add_argument("--tree-budget", type=int, default=0,
+                   help="speculative suite: fixed nodes per tree (0: sized from the cost curve)")
     p.add_argument("--tree", default=None,
                    help="speculative suite: a fixed tree preset for the Falcon drafter, e.g. falcon-168 (the paper's tree)")
     p.add_argument("-o", "--output", default="bench/results", help="directory for the JSON report")

@@ -7,6 +7,7 @@ argument errors included, print one line and exit with code 2 (a traceback with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -16,7 +17,7 @@ from typing import NoReturn
 from . import bench, models
 from .config import RequestConfig, SamplingConfig
 from .engine import EdgeFalcon
-from .errors import FalconEdgeError
+from .errors import ContextFullError, FalconEdgeError
 from .server import serve
 
 DEMO_PROMPT = "Write a Python function that returns the n-th Fibonacci number, with a docstring and two doctests."
@@ -27,6 +28,17 @@ class _ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    """argparse type of --port: a TCP port number, 0 (a free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be an integer from 0 to 65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be from 0 to 65535, got {port}")
+    return port
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -96,15 +108,18 @@ def _cli_generate(args) -> int:
 
 
 def _cli_chat(args) -> int:
+    """The chat loop. A turn that does not fit in the context is dropped (the conversation goes on); Ctrl-C stops a
+    reply, keeping what was shown of it; Ctrl-C or Ctrl-D at the prompt quits."""
     sampling = _sampling(args)
     llm = _open(args)
     history: list[dict] = []
-    print("falcon-edge chat: /reset clears the conversation, /stats shows the last turn's statistics, Ctrl-D quits")
+    print("falcon-edge chat: /reset clears the conversation, /stats shows the last turn's statistics, "
+          "Ctrl-C stops a reply, Ctrl-D quits")
     last = None
     while True:
         try:
             line = input("> ")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):
             print()
             return 0
         if line.strip() == "/reset":
@@ -117,11 +132,22 @@ def _cli_chat(args) -> int:
             continue
         history.append({"role": "user", "content": line})
         reply = []
-        for chunk in llm.chat(history, stream=True, **sampling):
-            text = chunk["choices"][0]["delta"].get("content", "")
-            reply.append(text)
-            print(text, end="", flush=True)
-            last = chunk.get("falcon", last)
+        try:
+            # closing the stream stops the generation, also when Ctrl-C lands between two chunks
+            with contextlib.closing(llm.chat(history, stream=True, **sampling)) as chunks:
+                for chunk in chunks:
+                    text = chunk["choices"][0]["delta"].get("content", "")
+                    reply.append(text)
+                    print(text, end="", flush=True)
+                    last = chunk.get("falcon", last)
+        except ContextFullError as e:
+            history.pop()
+            if any(reply):  # the engine ran out of room mid-reply: end the reply's line first
+                print()
+            print(f"{e} (message dropped; /reset clears the conversation)")
+            continue
+        except KeyboardInterrupt:
+            pass  # the reply ends where it was stopped
         print()
         history.append({"role": "assistant", "content": "".join(reply)})
 
@@ -174,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="IPv4 address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the model)")
-    p.add_argument("--port", type=int, default=8080, help="TCP port (0: a free one; default 8080)")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (0: a free one; default 8080)")
     p.add_argument("--api-key", default=os.environ.get("FALCON_EDGE_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $FALCON_EDGE_API_KEY, else no key)")
     p.set_defaults(func=_cli_serve)

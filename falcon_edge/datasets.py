@@ -80,12 +80,14 @@ def load_prompts(name: str, n: int | None = None, path: str | os.PathLike[str] |
         first: index of the first prompt taken, e.g. to benchmark on prompts that no tuning looked at.
 
     Raises:
-        ValueError: unknown set name, a negative ``first``, a ``first`` past the set's end, or a file whose records
-            do not have the set's schema.
+        ValueError: unknown set name, an ``n`` below 1, a negative ``first``, a ``first`` past the set's end, or a
+            file whose records do not have the set's schema.
         FileNotFoundError: the file does not exist.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: known datasets are {', '.join(DATASETS)}")
+    if n is not None and n < 1:
+        raise ValueError(f"number of prompts must be >= 1, got {n}")
     if first < 0:
         raise ValueError(f"first prompt must be >= 0, got {first}")
     file = Path(path) if path is not None else data_dir() / DATASETS[name]

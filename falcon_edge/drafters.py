@@ -1,7 +1,8 @@
 """Drafters shipped with falcon-edge: the trained falcon-sar GGUFs in models/ (installed as falcon_edge/drafters).
 
 Each registry target that has one is paired with it here; `EdgeFalcon(name)` and `EdgeFalcon.from_name(name)`
-use it when no drafter is given.
+use it when no drafter is given, and the peers benchmark finds it for a target file (the registry's own or an
+export of the same model in another type, e.g. ``qwen2.5-coder-1.5b-instruct-q8_0.gguf``).
 """
 
 from __future__ import annotations
@@ -36,3 +37,17 @@ def shipped_drafter(name: str) -> Path | None:
     if not path.is_file():
         raise FileNotFoundError(f"the shipped drafter of {name} should be at {path} but is missing: reinstall falcon-edge")
     return path
+
+
+def shipped_drafter_for_file(target: Path) -> Path | None:
+    """The shipped drafter of the registry target whose name starts ``target``'s file name (case-insensitive), if any.
+
+    The registry's own file and exports of the same model in another type (``<name>-f16.gguf``, ``<name>-q8_0.gguf``)
+    match; the longest matching name wins.
+
+    Raises:
+        FileNotFoundError: the drafter belongs to the package but is missing (a broken installation).
+    """
+    file_name = target.name.lower()
+    names = [name for name in SHIPPED if file_name.startswith(name.lower())]
+    return shipped_drafter(max(names, key=len)) if names else None

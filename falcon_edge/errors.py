@@ -9,8 +9,10 @@ and re-exported here, so C++ and Python raise the very same classes:
 - :class:`ContextFullError`: a prompt or tree does not fit in the context.
 - :class:`GenerationAborted`: a generation was cancelled; the engine stays usable.
 
-Python adds :class:`ModelFetchError` and :class:`UnknownModelError` (registry). Bad arguments raise the built-in
-``ValueError`` or ``TypeError``; :class:`UnknownModelError` is both a ``FalconEdgeError`` and a ``ValueError``.
+Python adds :class:`ModelFetchError` and :class:`UnknownModelError` (registry), and :class:`ToolsNotFoundError` and
+:class:`ToolOutputError` (llama.cpp's own tools, run as benchmark peers). Bad arguments raise the built-in ``ValueError``
+or ``TypeError``; :class:`UnknownModelError` is both a ``FalconEdgeError`` and a ``ValueError``,
+:class:`ToolsNotFoundError` both a ``FalconEdgeError`` and a ``FileNotFoundError``.
 
 Messages are lowercase, have no trailing period, and name the object and both offending values, for example
 ``prompt of 5000 tokens does not fit: n_ctx 4096``.
@@ -33,6 +35,14 @@ class UnknownModelError(FalconEdgeError, ValueError):
     """A name is neither a registry model nor an existing file; the message lists the known names."""
 
 
+class ToolsNotFoundError(FalconEdgeError, FileNotFoundError):
+    """The llama.cpp tools for the installed llama-cpp-python are not built (run bench/build_llama_tools.sh)."""
+
+
+class ToolOutputError(FalconEdgeError):
+    """A llama.cpp tool failed, ran past its time limit, or printed a report that cannot be parsed."""
+
+
 __all__ = [
     "ContextFullError",
     "FalconEdgeError",
@@ -40,5 +50,7 @@ __all__ = [
     "IncompatibleDrafterError",
     "ModelFetchError",
     "ModelLoadError",
+    "ToolOutputError",
+    "ToolsNotFoundError",
     "UnknownModelError",
 ]

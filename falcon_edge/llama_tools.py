@@ -20,17 +20,11 @@ from pathlib import Path
 
 import llama_cpp
 
+from .errors import ToolOutputError, ToolsNotFoundError
+
 TOOLS = ("llama-bench", "llama-completion", "llama-speculative-simple")
 SPEC_TYPES = ("draft-simple", "ngram-simple", "ngram-cache", "ngram-map-k")
 TIMEOUT_S = 900  # one generation; a stuck tool must not hang the suite
-
-
-class ToolsNotFoundError(FileNotFoundError):
-    """The llama.cpp tools for the installed llama-cpp-python are not built (run bench/build_llama_tools.sh)."""
-
-
-class ToolOutputError(RuntimeError):
-    """A tool failed or printed a report this module cannot parse."""
 
 
 @dataclass(frozen=True)

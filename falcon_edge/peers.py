@@ -26,9 +26,10 @@ from llama_cpp import Llama
 from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 from tqdm import tqdm
 
-from . import __version__, llama_tools, models
+from . import __version__, drafters, llama_tools, models
 from .datasets import load_prompts
 from .engine import EdgeFalcon
+from .errors import ToolOutputError, ToolsNotFoundError
 
 # llama-cpp-python's README: "10 is the default and generally good for gpu, 2 performs better for cpu-only machines"
 PLD_NUM_PRED_TOKENS = 2
@@ -105,15 +106,6 @@ class Settings:
 # and the text for the in-process methods
 Row = dict
 Runner = Callable[[str, list[int]], Row]  # (rendered prompt, its token ids) -> row
-
-
-def shipped_drafter(target: Path, models_dir: Path) -> Path | None:
-    """The shipped ``falcon-<name>.gguf`` in ``models_dir`` whose name starts the target's file name, if any."""
-    stem = target.name.lower()
-    for path in sorted(models_dir.glob("falcon-*.gguf")):
-        if stem.startswith(path.stem.removeprefix("falcon-").lower()):
-            return path
-    return None
 
 
 def small_drafter(target: Path) -> Path | None:
@@ -223,7 +215,7 @@ def _open_runners(names: list[str], s: Settings, plain: EdgeFalcon) -> tuple[dic
     try:
         bin_dir: Path | None = llama_tools.find_bin_dir()
         tools_error = ""
-    except llama_tools.ToolsNotFoundError as e:
+    except ToolsNotFoundError as e:
         bin_dir, tools_error = None, str(e)
     is_eog = plain._native_engine().is_eog
     for name in names:
@@ -290,9 +282,11 @@ def _cpu_name() -> str:
 
 def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_threads: int | None = None,
         methods: list[str] | None = None, falcon_drafter: str | None = "auto", draft_model: str | None = "auto",
-        models_dir: Path = Path("models"), n_ctx: int = 2048, commit: str = "unknown", first_prompt: int = 0,
-        progress: bool = True) -> dict:
+        n_ctx: int = 2048, commit: str = "unknown", first_prompt: int = 0, progress: bool = True) -> dict:
     """Runs the peers suite on one target and returns the report (JSON-ready; see docs/benchmarks.md).
+
+    A method whose llama.cpp tool fails on a prompt (:class:`ToolOutputError`) is dropped from the whole report, its
+    results on earlier prompts included, and ``skipped`` gives the prompt and the tool's error; the others go on.
 
     Args:
         target: registry name or GGUF path.
@@ -300,33 +294,33 @@ def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_
             tokens per prompt.
         n_threads: CPU threads of every method (None: all cores).
         methods: subset of :data:`METHODS` (None: :data:`DEFAULT_METHODS`); ``plain`` always runs.
-        falcon_drafter: drafter GGUF for ``falcon``; ``"auto"``: the shipped one in ``models_dir``; None: none.
+        falcon_drafter: drafter GGUF for ``falcon``; ``"auto"``: the installed drafter shipped for the target
+            (:func:`falcon_edge.drafters.shipped_drafter_for_file`); None: none.
         draft_model: small LM for ``spec-draft-simple``; ``"auto"``: see :func:`small_drafter`; None: none.
-        models_dir: where the shipped drafters are.
         n_ctx: context length of every method.
         commit: the source revision, written into the report.
         first_prompt: 0-based index of each set's first prompt.
 
     Raises:
-        ValueError: an unknown method name or bad sizes.
+        ValueError: an unknown method name, bad sizes, or a dataset that cannot be read.
     """
     names = list(methods or DEFAULT_METHODS)
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}: known methods are {', '.join(METHODS)}")
-    if n_prompts < 1 or max_tokens < 1:
-        raise ValueError(f"n_prompts and max_tokens must be >= 1, got {n_prompts} and {max_tokens}")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    prompts = {name: load_prompts(name, n_prompts, first=first_prompt) for name in datasets}
     names = ["plain"] + [n for n in names if n != "plain"]
     target_path = models.resolve_model(target)
     n_threads = n_threads or os.cpu_count() or 1
-    drafter = shipped_drafter(target_path, models_dir) if falcon_drafter == "auto" else falcon_drafter
+    drafter = drafters.shipped_drafter_for_file(target_path) if falcon_drafter == "auto" else falcon_drafter
     small = draft_model
     if draft_model == "auto":
         small = small_drafter(target_path) if "spec-draft-simple" in names else None
     s = Settings(target=target_path, n_threads=n_threads, n_ctx=n_ctx, max_tokens=max_tokens,
                  falcon_drafter=Path(drafter) if drafter else None, draft_model=Path(small) if small else None)
     load_before = list(os.getloadavg())
-    prompts = {name: load_prompts(name, n_prompts, first=first_prompt) for name in datasets}
 
     # every node's logits from the decode: the curve of the report is that of llama.cpp's own verification
     plain = EdgeFalcon(target_path, n_ctx=n_ctx, n_threads=n_threads, path_head=False)
@@ -348,16 +342,27 @@ def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_
     }
     if any(METHODS[n].tool for n in runners):
         report["llama_bench"] = llama_tools.run_bench_tg(llama_tools.find_bin_dir(), target_path, n_threads)
+    rows_of: dict[str, list[dict]] = {}
     for ds, ds_prompts in prompts.items():
-        rows = []
+        rows = rows_of[ds] = []
         for i, prompt in enumerate(tqdm(ds_prompts, desc=ds, disable=not progress)):
             text = plain.template.render([{"role": "user", "content": prompt}])
             tokens = plain._native_engine().tokenize(text, False, True)
             if len(tokens) + max_tokens + 1 > n_ctx:
                 raise ValueError(f"{ds} prompt {i} of {len(tokens)} tokens plus max_tokens {max_tokens} does not fit: "
                                  f"n_ctx {n_ctx}")
-            rows.append({"prompt_index": i, "n_prompt_tokens": len(tokens),
-                         "results": {name: runner(text, tokens) for name, runner in runners.items()}})
+            results = {}
+            for name, runner in list(runners.items()):
+                try:
+                    results[name] = runner(text, tokens)
+                except ToolOutputError as e:
+                    del runners[name]
+                    # one line: the reason is a cell of the report's table, and a tool's output has newlines
+                    skipped[name] = f"failed on {ds} prompt {i}: {' '.join(str(e).split())}"
+                    for earlier in (r for ds_rows in rows_of.values() for r in ds_rows):
+                        earlier["results"].pop(name, None)
+            rows.append({"prompt_index": i, "n_prompt_tokens": len(tokens), "results": results})
+    for ds, rows in rows_of.items():
         report["datasets"][ds] = {
             "n_prompts": len(rows),
             "methods": {name: summarize(rows, name) for name in runners},

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from falcon_edge import gguf_schema
+from falcon_edge.convert import read_gguf, write_gguf
 
 from . import features as feature_store
 from .csgd import CSGDConfig, csgd_step, evaluate, make_batch
@@ -184,9 +185,7 @@ def load_init(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"--init-from {path}: no such file")
     if path.suffix != ".gguf":
         return torch.load(path, map_location="cpu", weights_only=False)
-    from falcon_edge.convert.read_gguf import read_drafter_state
-
-    config, state = read_drafter_state(path)
+    config, state = read_gguf.read_drafter_state(path)
     return {"config": config.to_dict(), "state_dict": state}
 
 
@@ -252,17 +251,22 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
     Returns:
         the report: configuration, data, steps, wall time, coverage, validation per epoch and the selected
         validation ("selected": the best α; its drafter is the one exported to drafter.pt and out_gguf).
+
+    Raises:
+        ValueError: no feature directory (an empty list: nothing was prepared), or features of another target.
     """
     from tqdm import tqdm
 
     rank, world = _dist_info()
     work = Path(work_dir)
+    feature_dirs = [feature_dir] if isinstance(feature_dir, (str, os.PathLike)) else list(feature_dir)
+    if not feature_dirs:
+        raise ValueError(f"no features in {work}: run `falcon-edge train prepare` first")
     work.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"))
     config = replace(config, amp=resolve_amp(config.amp, dev))  # the report names what ran
     log.info("autocast: %s", config.amp)
     torch.manual_seed(config.seed)
-    feature_dirs = [feature_dir] if isinstance(feature_dir, (str, os.PathLike)) else list(feature_dir)
     indexes = [feature_store.read_index(d) for d in feature_dirs]
     sequences = [s for d in feature_dirs for s in feature_store.load_sequences(d, allow_partial=allow_partial)]
     index = _merge_indexes(indexes)
@@ -397,9 +401,7 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
               "draft_vocab_coverage": {str(v): c for v, c in cov.items()}, "validation": history,
               "selected": {key: selected[key] for key in ("epoch", "step", "alpha")}}
     if out_gguf is not None:
-        from falcon_edge.convert.write_gguf import run as convert_run
-
-        convert_run(final, target_gguf, out_gguf, outtype=outtype, progress=False)
+        write_gguf.run(final, target_gguf, out_gguf, outtype=outtype, progress=False)
         report["gguf"] = {"path": str(out_gguf), "bytes": Path(out_gguf).stat().st_size, "outtype": outtype}
     (work / "report.json").write_text(json.dumps(report, indent=1, default=str))
     return report
@@ -513,7 +515,7 @@ def add_cli(subparsers) -> None:
             s.add_argument("--init-from", default=None,
                            help="start from an earlier run's drafter.pt or a drafter GGUF, e.g. a shipped one "
                            "(same shape; fresh optimizer and schedules)")
-            s.add_argument("--outtype", default="q8_0", choices=["f32", "f16", "q8_0", "q4_0"],
+            s.add_argument("--outtype", default="q8_0", choices=list(write_gguf.OUTTYPES),
                            help="weight type of the drafter GGUF")
             s.add_argument("--n-ff", type=int, default=2048, help="SwiGLU width of the drafter")
             s.add_argument("--n-layer", type=int, default=1, help="decoder layers of the drafter")

@@ -2,7 +2,7 @@
 format, writes valid JSON and rebuilds the report. This is not a speed test: nothing here asserts a timing.
 
 The llama.cpp-tool peers run only where bench/build_llama_tools.sh has built the tools (CI does not build them);
-elsewhere their test is skipped with the reason.
+elsewhere their test is skipped with the reason. A tool that fails is tested with stand-in scripts in the tools' place.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 
 from falcon_edge import bench_report, llama_tools, peers
 from falcon_edge.datasets import DATASETS
+from falcon_edge.errors import ToolOutputError, ToolsNotFoundError
 
 pytestmark = pytest.mark.model
 
-REPO = Path(__file__).resolve().parents[2]
 IN_PROCESS = ["plain", "falcon", "llama-cpp-python", "llama-cpp-python-pld"]
 TOOL_METHODS = ["plain", *(n for n, m in peers.METHODS.items() if m.tool)]
 N_PROMPTS = 2
@@ -31,7 +31,7 @@ HAND_WRITTEN = "# Benchmarks\n\nHand-written analysis that must survive.\n"
 
 def _run(target: Path, methods: list[str], datasets: list[str]) -> dict:
     return peers.run(str(target), datasets, N_PROMPTS, MAX_TOKENS, n_threads=N_THREADS, methods=methods,
-                     models_dir=REPO / "models", n_ctx=1024, commit="test", progress=False)
+                     n_ctx=1024, commit="test", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_cli_writes_json_and_report(smollm_path, tmp_path):
 def test_tool_peers_run_where_built(smollm_path):
     try:
         llama_tools.find_bin_dir()
-    except llama_tools.ToolsNotFoundError as e:
+    except ToolsNotFoundError as e:
         pytest.skip(f"llama.cpp tools not built (bash bench/build_llama_tools.sh): {e}")
     report = _run(smollm_path, TOOL_METHODS, ["humaneval"])
     # SmolLM2 has no smaller model of its vocabulary in the registry
@@ -124,5 +124,41 @@ def test_tool_report_parsers_read_the_tools_output():
             "n_drafted = 30\nn_accept  = 24\naccept    = 80.000%\n")
     r = llama_tools.parse_speculative(spec)
     assert (r.n_generated, r.n_drafted, r.n_accepted, r.n_cycles) == (40, 30, 24, 16)
-    with pytest.raises(llama_tools.ToolOutputError, match="n_drafted"):
+    with pytest.raises(ToolOutputError, match="n_drafted"):
         llama_tools.parse_speculative("decoded 4 tokens in 1.0 seconds")
+
+
+def _stand_in_tools(bin_dir: Path, good_runs: int) -> None:
+    """Stand-ins for the llama.cpp tools (which CI does not build) that print the real tools' reports: llama-bench
+    its JSON, llama-completion its perf line for ``good_runs`` runs, then exits with code 1 as a crashing tool does."""
+    bin_dir.mkdir()
+    bench_json = json.dumps([{"n_gen": 64, "avg_ts": 10.0, "stddev_ts": 0.5}])
+    scripts = {
+        "llama-bench": f"echo '{bench_json}'",
+        "llama-completion": (f'n=$(cat "$0.runs" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.runs"\n'
+                             f'if [ "$n" -ge {good_runs} ]; then echo "ggml_abort: out of memory" >&2; exit 1; fi\n'
+                             "echo 'common_perf_print:        eval time =     500.00 ms /    10 runs'"),
+        "llama-speculative-simple": "exit 1",
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+
+
+def test_a_failing_tool_is_skipped_and_the_suite_goes_on(smollm_path, tmp_path, monkeypatch):
+    # llama-completion answers both gsm8k prompts, then fails on humaneval's first one
+    _stand_in_tools(tmp_path / "bin", good_runs=N_PROMPTS)
+    monkeypatch.setenv("FALCON_EDGE_LLAMA_TOOLS", str(tmp_path / "bin"))
+    report = _run(smollm_path, ["plain", "llama-completion"], ["gsm8k", "humaneval"])
+    assert list(report["skipped"]) == ["llama-completion"]
+    reason = report["skipped"]["llama-completion"]
+    assert reason.startswith("failed on humaneval prompt 0: llama-completion exited with code 1")
+    assert "out of memory" in reason and "\n" not in reason
+    for ds in ("gsm8k", "humaneval"):
+        d = report["datasets"][ds]
+        assert d["n_prompts"] == N_PROMPTS, ds
+        assert [set(r["results"]) for r in d["rows"]] == [{"plain"}] * N_PROMPTS, ds  # its earlier rows are gone too
+        assert set(d["methods"]) == {"plain"} and d["llama_cpp_ratio"] == {}, ds
+    _check_method(report, "plain")
+    assert report["llama_bench"]["tokens_per_s"] == pytest.approx(10.0)
+    assert "skipped: failed on humaneval prompt 0" in peers.format_table(report)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import http.client
 import json
+import os
 import queue
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -16,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from falcon_edge import EdgeFalcon
-from falcon_edge.cli import build_parser
+from falcon_edge.cli import build_parser, main
 
 MODEL = "smollm2-135m-instruct"
 QUICK = ["-m", MODEL, "-md", "none", "-t", "1", "-n", "8", "--temp", "0"]  # plain greedy, one thread, 8 tokens
@@ -101,6 +104,11 @@ def test_generate_matches_engine(cwd, smollm_path):
         (["generate", "-m", MODEL, "-p", "x", "--temp", "-1"], "temperature"),
         (["generate", "-m", MODEL], "-p/--prompt"),
         (["chat", "-m", MODEL, "-n", "0"], "max_tokens"),
+        (["serve", "-m", MODEL, "--port", "70000"], "port must be from 0 to 65535, got 70000"),
+        (["serve", "-m", MODEL, "--port", "-1"], "port must be from 0 to 65535, got -1"),
+        (["serve", "-m", MODEL, "--port", "http"], "port must be an integer from 0 to 65535, got 'http'"),
+        (["bench", "-m", MODEL, "--n-prompts", "0"], "number of prompts must be >= 1, got 0"),
+        (["bench", "--suite", "peers", "-m", MODEL, "--n-prompts", "-1"], "number of prompts must be >= 1, got -1"),
         (["no-such-command"], "no-such-command"),
     ],
 )
@@ -125,6 +133,52 @@ def test_chat_repl(cwd, smollm_path):
     assert re.match(r"plain: +[\d.]+ tok/s", outputs[2])
     assert outputs[1] == outputs[3] != ""  # after /reset the same question gets the same greedy answer
     assert "Traceback" not in out.stderr
+
+
+def _type_lines(monkeypatch, lines: list[str], end: type[BaseException]) -> None:
+    """input() returns ``lines`` one by one as a user types them, then raises ``end`` (EOFError: Ctrl-D,
+    KeyboardInterrupt: Ctrl-C)."""
+    typed = iter(lines)
+
+    def typed_input(prompt: str = "") -> str:
+        print(prompt, end="")
+        line = next(typed, None)
+        if line is None:
+            raise end
+        return line
+
+    monkeypatch.setattr(builtins, "input", typed_input)
+
+
+def test_chat_drops_a_message_that_does_not_fit_and_goes_on(smollm_path, monkeypatch, capsys):
+    # n_ctx 256: "Hi" fits (31 prompt tokens), 300 words do not; once they are dropped, a second "Hi" fits again.
+    # Ctrl-C at the prompt then quits like end of input.
+    _type_lines(monkeypatch, ["Hi", "word " * 300, "Hi", "/stats"], KeyboardInterrupt)
+    assert main(["chat", *QUICK, "-c", "256"]) == 0
+    out = capsys.readouterr().out
+    full = [line for line in out.splitlines() if "does not fit" in line]
+    assert len(full) == 1, out  # a kept message would make the second "Hi" overflow too
+    assert "n_ctx 256" in full[0] and "/reset" in full[0]
+    assert re.search(r"> plain: +[\d.]+ tok/s", out), out  # /stats after the turn that followed the dropped one
+
+
+def test_chat_ctrl_c_stops_the_reply_and_the_chat_goes_on(cwd, smollm_path):
+    command = _command("chat", "-m", MODEL, "-md", "none", "-t", "1", "-n", "1000", "--temp", "0")
+    with subprocess.Popen(command, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          bufsize=0) as proc:
+        proc.stdin.write(b"Count from 1 to 500, one number per line.\n")
+        shown = b""
+        while len(shown.partition(b"> ")[2].strip()) < 8:  # the banner, the prompt, then the reply's first tokens
+            ready, _, _ = select.select([proc.stdout], [], [], 120)
+            piece = os.read(proc.stdout.fileno(), 4096) if ready else b""
+            assert piece, f"no reply: {shown!r}"
+            shown += piece
+        proc.send_signal(signal.SIGINT)  # Ctrl-C, the way a user stops a reply
+        out, err = proc.communicate(b"/stats\n", timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+    # the chat went on to /stats, and the stopped reply, which never reached its end, left no statistics
+    assert (shown + out).decode().rstrip().endswith("> no turn yet\n>"), (shown + out).decode()
 
 
 def test_serve(cwd, smollm_path):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from falcon_edge import EdgeFalcon, gguf_schema
+from falcon_edge.cli import main
 from falcon_edge.train import data, features, trainer
 from falcon_edge.train.csgd import CSGDConfig
 
@@ -123,6 +124,14 @@ def test_features_of_another_target_are_refused(tiny_target, tiny_features, tmp_
     other = write_tiny_llama_gguf(tmp_path / "wide.gguf", n_embd=96, n_head=4, seed=3)
     with pytest.raises(ValueError, match="extracted from another model"):
         trainer.fit(other.path, tiny_features, tmp_path / "run", _config(), progress=False)
+
+
+def test_fit_without_features_says_to_prepare_first(tiny_path, tmp_path, capsys):
+    work = tmp_path / "work"
+    assert main(["train", "fit", "--target", str(tiny_path), "--work", str(work)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"falcon-edge: error: no features in {work}: run `falcon-edge train prepare` first"
+    assert not work.exists()
 
 
 def test_init_from_starts_at_the_earlier_weights(tiny_path, tiny_features, tmp_path):

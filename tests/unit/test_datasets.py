@@ -45,3 +45,9 @@ def test_first_prompt_out_of_range(tmp_path):
         load_prompts("gsm8k", 1, path=f, first=2)
     with pytest.raises(ValueError, match="first prompt must be >= 0, got -1"):
         load_prompts("gsm8k", 1, path=f, first=-1)
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_fewer_than_one_prompt_is_refused(n):
+    with pytest.raises(ValueError, match=f"number of prompts must be >= 1, got {n}$"):
+        load_prompts("gsm8k", n)
