@@ -1,5 +1,6 @@
 // Python binding of fe::drafter (class Drafter): argument conversion only, no logic.
 #include "falcon-edge/drafter.h"
+#include "falcon-edge/errors.h"
 #include "falcon-edge/gguf-schema.h"
 
 #include <nanobind/nanobind.h>
@@ -55,7 +56,8 @@ nb::dict hparams_dict(const fe::drafter_hparams & hp) {
 void push_pairs(fe::drafter & dft, feat_in feat, tok_in tok) {
     const size_t n = tok.size();
     if (feat.size() != n * (size_t) dft.hparams().n_embd) {
-        throw std::invalid_argument("push_pairs: feat must hold n_embd floats per token");
+        throw std::invalid_argument(fe::format("push_pairs: feat must hold n_embd %d floats per token: %zu tokens need %zu, got %zu",
+                                               dft.hparams().n_embd, n, n * (size_t) dft.hparams().n_embd, feat.size()));
     }
     dft.push_pairs(feat.data(), tok.data(), (int32_t) n);
 }
@@ -65,7 +67,8 @@ std::pair<rows_out, rows_out> eval_blocks(fe::drafter & dft, const std::vector<i
     const size_t k      = dft.hparams().block_size;
     const size_t n_feat = k * dft.hparams().n_embd;
     if (feat.size() != parents.size() * n_feat || tok.size() != parents.size() * k) {
-        throw std::invalid_argument("eval_blocks: feat must be [n_blocks, k, n_embd] and tok [n_blocks, k]");
+        throw std::invalid_argument(fe::format("eval_blocks: %zu blocks need feat [n_blocks, k, n_embd] = %zu floats and tok [n_blocks, k] = %zu ids, got %zu and %zu",
+                                               parents.size(), parents.size() * n_feat, parents.size() * k, feat.size(), tok.size()));
     }
     std::vector<fe::drafter_block> blocks(parents.size());
     for (size_t b = 0; b < blocks.size(); ++b) {

@@ -109,22 +109,22 @@ static void bind_engine(nb::module_ & m) {
                  e.set_proposer("falcon", std::make_unique<fe::falcon_proposer>(std::move(dft)));
              }, "path"_a, "n_threads"_a = 0, nb::call_guard<nb::gil_scoped_release>(),
              "loads a falcon-sar drafter for this target and enables mode 'falcon'")
-        .def("set_verify_cost", &fe::engine::set_verify_cost, "cost"_a)
-        .def("verify_cost", &fe::engine::verify_cost)
-        .def("verify_cost_estimate", &fe::engine::verify_cost_estimate,
+        .def("set_verify_cost", &fe::engine::set_verify_cost, "cost"_a, nb::call_guard<nb::gil_scoped_release>())
+        .def("verify_cost", &fe::engine::verify_cost, nb::call_guard<nb::gil_scoped_release>())
+        .def("verify_cost_estimate", &fe::engine::verify_cost_estimate, nb::call_guard<nb::gil_scoped_release>(),
              "the verify-cost curve as currently estimated: the measured one refined by the decodes seen since")
         .def("measure_verify_cost", &fe::engine::measure_verify_cost, "n_max"_a, "n_reps"_a, "n_depth"_a,
              nb::call_guard<nb::gil_scoped_release>())
         .def_prop_ro("path_head", &fe::engine::path_head,
                      "whether trees get their logits from the path head (the LM head for the rows the walk reads only)")
-        .def("set_head_cost", &fe::engine::set_head_cost, "row"_a, "extra"_a)
-        .def("head_cost", &fe::engine::head_cost, "(row, extra): the path head's cost relative to one plain step")
+        .def("set_head_cost", &fe::engine::set_head_cost, "row"_a, "extra"_a, nb::call_guard<nb::gil_scoped_release>())
+        .def("head_cost", &fe::engine::head_cost, nb::call_guard<nb::gil_scoped_release>(), "(row, extra): the path head's cost relative to one plain step")
         .def("measure_head_cost", &fe::engine::measure_head_cost, "n_rows"_a, "n_reps"_a,
              nb::call_guard<nb::gil_scoped_release>(),
              "(row, extra) in microseconds: a one-row path-head call, each further row of an n_rows call")
         .def("reset", &fe::engine::reset, nb::call_guard<nb::gil_scoped_release>())
         .def("cancel", &fe::engine::cancel)
-        .def("cached_tokens", &fe::engine::cached_tokens)
+        .def("cached_tokens", &fe::engine::cached_tokens, nb::call_guard<nb::gil_scoped_release>())
         .def("features", [](fe::engine & e, const std::vector<llama_token> & tokens) {
                  std::vector<float> f;
                  {

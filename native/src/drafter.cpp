@@ -1,6 +1,7 @@
 // The drafter's forward pass on ggml: graph building (fusion, decoder layers, LM head), compute
 // through a backend scheduler, the drafter KV cache and the bookkeeping of a drafting phase.
 #include "falcon-edge/drafter.h"
+#include "falcon-edge/cpu-backend.h"
 #include "falcon-edge/errors.h"
 
 #include <algorithm>
@@ -8,7 +9,6 @@
 #include <cinttypes>
 #include <cmath>
 #include <stdexcept>
-#include <thread>
 
 namespace fe {
 
@@ -161,23 +161,10 @@ drafter::drafter(const std::string & path_dft, const std::string & path_tgt, con
 drafter::~drafter() = default;
 
 void drafter::init_backends() {
-    ggml_backend_dev_t dev_cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    backend_cpu = cpu_backend(params.n_threads);
     ggml_backend_dev_t dev_gpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
-    if (!dev_cpu) {
-        throw error("the ggml device registry has no CPU device");
-    }
-    backend_cpu.reset(ggml_backend_dev_init(dev_cpu, nullptr));
     if (dev_gpu) {
         backend_gpu.reset(ggml_backend_dev_init(dev_gpu, nullptr));
-    }
-    if (!backend_cpu) {
-        throw error(format("cannot initialize the ggml backend of device %s", ggml_backend_dev_name(dev_cpu)));
-    }
-    const int n_threads = params.n_threads > 0 ? params.n_threads : (int) std::max(1u, std::thread::hardware_concurrency());
-    auto set_n_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(
-        ggml_backend_dev_backend_reg(dev_cpu), "ggml_backend_set_n_threads");
-    if (set_n_threads) {
-        set_n_threads(backend_cpu.get(), n_threads);
     }
 }
 
@@ -248,7 +235,8 @@ void drafter::check_tokens(const llama_token * tok, size_t n) const {
 
 void drafter::push_pairs(const float * feat, const llama_token * tok, int32_t n) {
     if (n < 0 || (n > 0 && (!feat || !tok))) {
-        throw std::invalid_argument(format("push_pairs: bad arguments (n = %d)", n));
+        throw std::invalid_argument(format("push_pairs: n must be >= 0 with feat and tok given, got n %d, feat %s, tok %s", n,
+                                           feat != nullptr ? "given" : "null", tok != nullptr ? "given" : "null"));
     }
     if (n_pairs() + n > params.n_ctx) {
         throw context_full(format("drafter context full: %d pairs + %d new exceed n_ctx %d", n_pairs(), n, params.n_ctx));

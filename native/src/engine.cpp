@@ -1,6 +1,7 @@
 // The generation loop: prefill, then cycles of draft -> one-decode tree verification -> commit -> emit.
 #include "falcon-edge/engine.h"
 
+#include "falcon-edge/batch-owner.h"
 #include "falcon-edge/errors.h"
 #include "falcon-edge/kv-commit.h"
 #include "falcon-edge/ngram.h"
@@ -59,12 +60,11 @@ static bool has_gpu() {
     return false;
 }
 
-// a llama_batch that frees itself
-struct batch_owner {
-    llama_batch b;
-    batch_owner(int32_t n_tokens, int32_t n_seq) : b(llama_batch_init(n_tokens, 0, n_seq)) {}
-    ~batch_owner() { llama_batch_free(b); }
-};
+// the median of timings (the upper one of an even count)
+static double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
 
 engine::engine(const std::string & path_model, const engine_params & params) : path_(path_model), params_(params) {
     if (params.n_ctx < 8) {
@@ -112,10 +112,15 @@ engine::engine(const std::string & path_model, const engine_params & params) : p
         llama_model_free(model_);
         throw model_error(format("failed to create a context of %d tokens for '%s'", params.n_ctx, path_model.c_str()));
     }
-    if (head_skippable_ && params.path_head) {
-        init_path_head(n_threads);
+    try {
+        if (head_skippable_ && params.path_head) {
+            init_path_head(n_threads);
+        }
+        proposers_.emplace_back("ngram", std::make_unique<ngram_proposer>());
+    } catch (...) {
+        release();
+        throw;
     }
-    proposers_.emplace_back("ngram", std::make_unique<ngram_proposer>());
 }
 
 void engine::init_path_head(int32_t n_threads) {
@@ -128,7 +133,7 @@ void engine::init_path_head(int32_t n_threads) {
     // one token decoded with its logits and its feature: the path head must give the same logits bit
     // for bit (a graph that scales or caps the logits after the product, or a head the CPU backend
     // repacked for another kernel, would not)
-    batch_owner bo(1, 1);
+    batch_owner bo(1);
     bo.b.token[0] = token_bos() >= 0 ? token_bos() : 0;
     bo.b.pos[0] = 0;
     bo.b.n_seq_id[0] = 1;
@@ -149,11 +154,16 @@ void engine::init_path_head(int32_t n_threads) {
     }
 }
 
-engine::~engine() {
+void engine::release() {
     proposers_.clear();
+    head_.reset();
     llama_free(ctx_);
     llama_model_free(model_);
+    ctx_ = nullptr;
+    model_ = nullptr;
 }
+
+engine::~engine() { release(); }
 
 // ---- vocabulary and metadata ----
 
@@ -237,9 +247,13 @@ void engine::set_verify_cost(const std::vector<double> & c) {
     cost_.set_curve(rel);
 }
 
-std::vector<double> engine::verify_cost() const { return cost_.curve(); }
+std::vector<double> engine::verify_cost() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cost_.curve();
+}
 
 std::vector<double> engine::verify_cost_estimate() const {
+    std::lock_guard<std::mutex> lock(mutex_);
     std::vector<double> out(cost_.n_max());
     for (int32_t n = 1; n <= cost_.n_max(); ++n) {
         out[n - 1] = cost_.cost(n);
@@ -255,7 +269,15 @@ void engine::set_head_cost(double row, double extra) {
     cost_.set_head_cost(row, extra);
 }
 
-std::pair<double, double> engine::head_cost() const { return {cost_.head_row(), cost_.head_extra()}; }
+std::pair<double, double> engine::head_cost() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {cost_.head_row(), cost_.head_extra()};
+}
+
+std::vector<llama_token> engine::cached_tokens() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return tokens_;
+}
 
 std::pair<double, double> engine::measure_head_cost(int32_t n_rows, int32_t n_reps) {
     if (n_rows < 2 || n_reps < 1) {
@@ -281,10 +303,6 @@ std::pair<double, double> engine::measure_head_cost(int32_t n_rows, int32_t n_re
         t_one.push_back(time_call(1));
         t_many.push_back(time_call(n_rows));
     }
-    auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v[v.size() / 2];
-    };
     const double row = median(t_one);
     return {row, std::max(0.0, (median(t_many) - row) / (n_rows - 1))};
 }
@@ -305,7 +323,7 @@ std::vector<double> engine::measure_verify_cost(int32_t n_max, int32_t n_reps, i
     }
     for (int32_t start = 0; start < n_depth; start += params_.n_batch) {
         const int32_t cnt = std::min(params_.n_batch, n_depth - start);
-        batch_owner bo(cnt, 1);
+        batch_owner bo(cnt);
         for (int32_t i = 0; i < cnt; ++i) {
             bo.b.token[i] = filler[start + i];
             bo.b.pos[i] = start + i;
@@ -319,7 +337,7 @@ std::vector<double> engine::measure_verify_cost(int32_t n_max, int32_t n_reps, i
     // each size is timed right after a one-node probe and its cost taken as the median of these
     // paired ratios: load from other processes and clock changes slow both runs of a pair alike
     auto time_decode = [&](int32_t n) {
-        batch_owner bo(n, 1);
+        batch_owner bo(n);
         for (int32_t i = 0; i < n; ++i) {
             bo.b.token[i] = filler[i % n_depth];
             bo.b.pos[i] = n_depth + i;
@@ -358,10 +376,6 @@ std::vector<double> engine::measure_verify_cost(int32_t n_max, int32_t n_reps, i
             time_pair(1 + (i + rep * n_max / n_reps) % n_max);
         }
     }
-    auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v[v.size() / 2];
-    };
     // a size that measured cheaper than the one below it draws the tree sizing to it, so both are
     // timed n_reps more times: a kernel that really batches better there (Q4_K at 16 nodes on
     // AVX-512) keeps its dip, one slow or fast stretch of the host does not
@@ -484,7 +498,7 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bo
     // then gets in a decode of its own (when the prompt is long enough for that to pay)
     const bool skip = need_feat && head_skippable_ && (!need_logits || n - n_keep > N_SKIP_HEAD_MIN);
     const int32_t n_head = skip && need_logits ? n - 1 : n; // tokens [n_keep, n_head) skip the head
-    batch_owner bo(params_.n_batch, 1);
+    batch_owner bo(params_.n_batch);
     for (int32_t start = n_keep; start < n;) {
         const int32_t stop = std::min(start + params_.n_batch, start < n_head ? n_head : n);
         const int32_t cnt = stop - start;
@@ -620,15 +634,17 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     const double t_start = now_us();
 
     // the longest common prefix stays in the KV cache; at least the last prompt token is evaluated
-    int32_t n_keep = 0;
-    while (n_keep < (int32_t) tokens_.size() && n_keep + 1 < (int32_t) prompt.size() && tokens_[n_keep] == prompt[n_keep]) {
-        ++n_keep;
+    int32_t n_common = 0;
+    while (n_common < (int32_t) tokens_.size() && n_common + 1 < (int32_t) prompt.size() &&
+           tokens_[n_common] == prompt[n_common]) {
+        ++n_common;
     }
-    if (need_feat && n_keep > 0) {
-        --n_keep; // the feature of the last kept token pairs with the first new token: evaluate it again
-    }
+    // a proposer fed with features pairs the feature of each token with the token after it: the last
+    // common token's pair holds the old next token, so it goes, whether or not this request drafts
+    auto keep_for = [&](const proposer & p) { return p.needs_features() && n_common > 0 ? n_common - 1 : n_common; };
+    int32_t n_keep = dft != nullptr ? keep_for(*dft) : n_common;
     for (auto & entry : proposers_) {
-        const int32_t kept = entry.second->reset(n_keep);
+        const int32_t kept = entry.second->reset(keep_for(*entry.second));
         if (entry.second.get() == dft) {
             n_keep = std::min(n_keep, kept);
         }
@@ -660,6 +676,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         dist_from_logits(logits_last, n_vocab(), gp.sampling, history, dist);
         id = sample_dist(dist, r);
     }
+    history.push_back(id);
     if (need_feat) {
         std::vector<llama_token> next(prompt.begin() + n_keep + 1, prompt.end());
         next.push_back(id);
@@ -735,7 +752,8 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
             if (auto_budget && drafted) {
                 cost_.record_gain(t, ORIGIN_DRAFTER);
             }
-            tree_prune(t, auto_budget ? cost_.choose(t) : n_nodes_max);
+            // each leaf is a sequence of the context
+            tree_prune(t, auto_budget ? cost_.choose(t) : n_nodes_max, params_.n_seq_max);
             st.t_draft_us += now_us() - t0;
         }
         st.n_nodes_max = std::max(st.n_nodes_max, t.size());

@@ -132,6 +132,9 @@ void falcon_proposer::draft(const std::vector<llama_token> & tokens, int32_t n_n
                             const sampling_params & smp, rng & r, tree & out) {
     const drafter_hparams & hp = dft_->hparams();
     const int32_t k = hp.block_size;
+    if (dft_->n_pairs() < k) {
+        return; // the context pass drafts a block from the last k committed pairs
+    }
     const bool preset = !sp.preset_rank.empty();
     if (preset) {
         const int32_t n = (int32_t) sp.preset_rank.size();

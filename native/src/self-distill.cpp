@@ -2,7 +2,9 @@
 // every step decodes the last token of every answering slot in one batch.
 #include "falcon-edge/self-distill.h"
 
+#include "falcon-edge/batch-owner.h"
 #include "falcon-edge/errors.h"
+#include "falcon-edge/sampling.h"
 
 #include <algorithm>
 #include <memory>
@@ -25,16 +27,6 @@ struct slot {
 struct context_deleter {
     void operator()(llama_context * ctx) const { llama_free(ctx); }
 };
-
-struct batch_owner {
-    llama_batch b;
-    explicit batch_owner(int32_t n_tokens) : b(llama_batch_init(n_tokens, 0, 1)) {}
-    ~batch_owner() { llama_batch_free(b); }
-};
-
-llama_token argmax(const float * logits, int32_t n_vocab) {
-    return (llama_token) (std::max_element(logits, logits + n_vocab) - logits);
-}
 
 void add_row(llama_batch & b, llama_token id, int32_t pos, int32_t seq_id) {
     b.token[b.n_tokens] = id;

@@ -1,5 +1,6 @@
 // The target's LM head over a read-only mapping of its GGUF file (target-head.h).
 #include "falcon-edge/target-head.h"
+#include "falcon-edge/cpu-backend.h"
 #include "falcon-edge/errors.h"
 #include "falcon-edge/gguf-schema.h"
 
@@ -49,7 +50,9 @@ target_head::target_head(const std::string & path_model, int32_t n_embd, int32_t
     const char * name = gguf_get_tensor_name(gguf.get(), id);
     const ggml_tensor * src = ggml_get_tensor(meta, name);
     if (src == nullptr || src->ne[0] != n_embd || src->ne[1] != n_vocab || src->ne[2] != 1 || src->ne[3] != 1) {
-        throw model_error(format("LM head %s of '%s' is not [%d, %d]", name, path_model.c_str(), n_embd, n_vocab));
+        throw model_error(src == nullptr ? format("LM head %s of '%s' has no tensor metadata", name, path_model.c_str())
+                                         : format("LM head %s of '%s' is [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64 "], expected [%d, %d]",
+                                                  name, path_model.c_str(), src->ne[0], src->ne[1], src->ne[2], src->ne[3], n_embd, n_vocab));
     }
     const size_t offset = gguf_get_data_offset(gguf.get()) + gguf_get_tensor_offset(gguf.get(), id);
     const size_t n_bytes = ggml_nbytes(src);
@@ -83,19 +86,7 @@ target_head::target_head(const std::string & path_model, int32_t n_embd, int32_t
         throw model_error(format("cannot place %s of '%s' in a CPU buffer", name, path_model.c_str()));
     }
 
-    ggml_backend_dev_t dev_cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    if (dev_cpu == nullptr) {
-        throw error("the ggml device registry has no CPU device");
-    }
-    backend_.reset(ggml_backend_dev_init(dev_cpu, nullptr));
-    if (!backend_) {
-        throw error(format("cannot initialize the ggml backend of device %s", ggml_backend_dev_name(dev_cpu)));
-    }
-    auto set_n_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(
-        ggml_backend_dev_backend_reg(dev_cpu), "ggml_backend_set_n_threads");
-    if (set_n_threads) {
-        set_n_threads(backend_.get(), std::max(1, n_threads));
-    }
+    backend_ = cpu_backend(n_threads);
     galloc_.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_.get())));
     buf_meta_.resize(ggml_tensor_overhead() * GRAPH_NODES + ggml_graph_overhead_custom(GRAPH_NODES, false));
 #endif

@@ -3,6 +3,8 @@
 
 #include "falcon-edge/errors.h"
 
+#include <algorithm>
+#include <climits>
 #include <stdexcept>
 
 namespace fe {
@@ -43,7 +45,6 @@ void tree_batch_build(tree_batch & out, const tree & t, llama_pos n_past, llama_
     out.batch = llama_batch_init(n, 0, n_leaves);
     out.row_of.assign(n, -1);
     out.leaf_seq.assign(n, -1);
-    out.n_leaves = n_leaves;
 
     const std::vector<int32_t> order = tree_dfs_order(t);
     for (int32_t r = 0; r < n; ++r) {

@@ -15,8 +15,6 @@ void tree_init(tree & t, llama_token root) {
     t.value  = {1.0f};
     t.origin = {ORIGIN_ROOT};
     t.bucket = {-1};
-    t.q_row  = {-1};
-    t.q_rows.clear();
 }
 
 tree tree_from_parents(const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents, uint8_t origin,
@@ -41,7 +39,6 @@ tree tree_from_parents(const std::vector<llama_token> & tokens, const std::vecto
         t.value.push_back(1.0f);
         t.origin.push_back(origin);
         t.bucket.push_back(buckets.empty() ? -1 : buckets[i]);
-        t.q_row.push_back(-1);
     }
     return t;
 }
@@ -55,7 +52,7 @@ int32_t tree_child(const tree & t, int32_t node, llama_token token) {
     return -1;
 }
 
-int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, uint8_t origin, int32_t bucket, int32_t q_row) {
+int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, uint8_t origin, int32_t bucket) {
     value = std::min(value, t.value[parent]);
     const int32_t existing = tree_child(t, parent, token);
     if (existing >= 0) {
@@ -69,15 +66,14 @@ int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, uint8
     t.token.push_back(token);
     t.parent.push_back(parent);
     t.depth.push_back(t.depth[parent] + 1);
-    t.q_row.push_back(q_row);
     t.value.push_back(value);
     t.origin.push_back(origin);
     t.bucket.push_back(bucket);
     return t.size() - 1;
 }
 
-void tree_prune(tree & t, int32_t n_keep) {
-    if (t.size() <= n_keep) {
+void tree_prune(tree & t, int32_t n_keep, int32_t n_leaves_max) {
+    if (t.size() <= n_keep && (int32_t) tree_leaves(t).size() <= n_leaves_max) {
         return;
     }
     std::vector<int32_t> order(t.size());
@@ -87,13 +83,28 @@ void tree_prune(tree & t, int32_t n_keep) {
     // the root first, then by value; a child never outranks its parent because values only shrink
     // along a path and equal values are ordered by index (parents have smaller indices)
     std::stable_sort(order.begin() + 1, order.end(), [&](int32_t a, int32_t b) { return t.value[a] > t.value[b]; });
+    // nodes join in value order, each after its parent: a child turns its parent from a leaf into an
+    // inner node (as many leaves as before) unless the parent already has a child (one leaf more)
     std::vector<char> keep(t.size(), 0);
-    for (int32_t i = 0; i < n_keep; ++i) {
-        keep[order[i]] = 1;
+    std::vector<char> has_child(t.size(), 0);
+    keep[0] = 1;
+    int32_t n_kept = 1;
+    int32_t n_leaves = 1;
+    for (int32_t i = 1; i < std::min(n_keep, t.size()); ++i) {
+        const int32_t u = order[i];
+        const int32_t leaves = n_leaves + (has_child[t.parent[u]] ? 1 : 0);
+        if (leaves > n_leaves_max) {
+            break;
+        }
+        keep[u] = 1;
+        has_child[t.parent[u]] = 1;
+        n_leaves = leaves;
+        ++n_kept;
+    }
+    if (n_kept == t.size()) {
+        return;
     }
     tree out;
-    out.q_rows  = std::move(t.q_rows);
-    out.n_vocab = t.n_vocab;
     std::vector<int32_t> new_index(t.size(), -1);
     for (int32_t i = 0; i < t.size(); ++i) {
         if (!keep[i]) {
@@ -106,7 +117,6 @@ void tree_prune(tree & t, int32_t n_keep) {
         out.value.push_back(t.value[i]);
         out.origin.push_back(t.origin[i]);
         out.bucket.push_back(t.bucket[i]);
-        out.q_row.push_back(t.q_row[i]);
     }
     t = std::move(out);
 }

@@ -112,3 +112,48 @@ def test_long_generation_keeps_drafter_in_step(tiny_target, tmp_path_factory):
     b = plain_llm.generate(prompt, max_tokens=400)
     assert a.stats.n_cycles > 100
     assert a.tokens == b.tokens
+
+
+def test_a_plain_request_leaves_the_drafter_in_step(tiny_target, tmp_path_factory, prompts):
+    # A plain request shortens the drafter to the prefix it shares with the cache, less the last shared token, whose
+    # pair holds the old next token. So a Falcon request after it resumes exactly where one without it would.
+    path = _drafter(tiny_target, tmp_path_factory, 2, "lstm", seed=13)
+    base = prompts[0]
+    changed = base + " And once more, briefly."
+    follow = changed + " Then stop."
+
+    def last_of(requests):
+        llm = EdgeFalcon(tiny_target.path, drafter=path, n_ctx=1024, n_threads=2, tree_budget=6,
+                         spec=SpecConfig(ngram_branches=0))
+        return [llm.generate(p, max_tokens=MAX_TOKENS, speculative=s) for p, s in requests][-1]
+
+    after_plain = last_of([(base, True), (changed, False), (follow, True)])
+    direct = last_of([(base, True), (follow, True)])
+    assert after_plain.stats.n_prefill == direct.stats.n_prefill
+    assert (after_plain.stats.n_drafted, after_plain.stats.n_accepted) == (direct.stats.n_drafted, direct.stats.n_accepted)
+    assert after_plain.tokens == direct.tokens
+
+
+def test_a_prompt_shorter_than_a_block_drafts_once_it_has_one(tiny_target, tmp_path_factory):
+    # k = 2: the context pass drafts from the last two committed pairs; a one-token prompt gives one pair
+    path = _drafter(tiny_target, tmp_path_factory, 2, "lstm", seed=5)
+    llm = EdgeFalcon(tiny_target.path, drafter=path, n_ctx=1024, n_threads=2, tree_budget=6,
+                     spec=SpecConfig(ngram_branches=0))
+    plain_llm = EdgeFalcon(tiny_target.path, n_ctx=1024, n_threads=2)
+    prompt = [7]
+    first_cycle = llm.generate(prompt, max_tokens=2)
+    assert first_cycle.stats.n_draft_passes == 0
+    longer = llm.generate(prompt, max_tokens=MAX_TOKENS)
+    assert longer.stats.n_draft_passes > 0
+    assert longer.tokens == plain_llm.generate(prompt, max_tokens=MAX_TOKENS).tokens
+
+
+def test_a_budget_beyond_the_sequences_is_cut_to_them(tiny_target, tmp_path_factory, prompts, plain):
+    # 8 candidates per position: one k = 2 block alone has 64 leaves, one per sequence of the context. The prune keeps
+    # the leaves within the sequences; nodes below a leaf add none, so the tree still grows past 65 nodes.
+    path = _drafter(tiny_target, tmp_path_factory, 2, "lstm", seed=17)
+    llm = EdgeFalcon(tiny_target.path, drafter=path, n_ctx=1024, n_threads=2, tree_budget=200,
+                     spec=SpecConfig(top_k_draft=8, n_passes=2))
+    res = llm.generate(prompts[0], max_tokens=MAX_TOKENS)
+    assert res.tokens == plain[prompts[0]]
+    assert res.stats.n_nodes_max > llm.context.n_seq_max + 1

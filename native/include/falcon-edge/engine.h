@@ -109,7 +109,7 @@ public:
                                    bool path_head);
 
     // tokens whose KV entries are cached (the committed context of the last request)
-    const std::vector<llama_token> & cached_tokens() const { return tokens_; }
+    std::vector<llama_token> cached_tokens() const;
 
     // the running decode stops at the final norm (read by the context's eval callback)
     bool skips_head() const { return skip_head_; }
@@ -124,6 +124,8 @@ private:
     void init_path_head(int32_t n_threads);
     // clears the cache and prefills `tokens`; returns their features when need_feat
     std::vector<float> evaluate(const std::vector<llama_token> & tokens, bool need_feat);
+    // frees proposers, path head, context and model (destructor, and a constructor that throws late)
+    void release();
 
     std::string path_;
     engine_params params_;
@@ -134,7 +136,7 @@ private:
     std::vector<llama_token> tokens_; // tokens in seq 0 of the KV cache, positions 0 .. n-1
     std::vector<std::pair<std::string, std::unique_ptr<proposer>>> proposers_;
     cost_model cost_;
-    std::mutex mutex_;                // one generate() at a time
+    mutable std::mutex mutex_;        // one generate() at a time; readers of its state take it too
     std::atomic<bool> cancel_{false};
     // the target runs on the CPU alone: a decode can stop at the final norm (one graph split)
     bool head_skippable_ = false;

@@ -15,8 +15,8 @@
 // The engine then keeps the nodes the device can afford (cost-model.h). With a preset shape
 // (spec_params.preset_*, e.g. the paper's 168-token tree) only the preset's candidate ranks are
 // added and every preset node that completes a block is expanded, until the preset is complete.
-// Candidates are chosen deterministically (top-k), so their proposal rows are point masses
-// (tree.q_row = -1).
+// Candidates are chosen deterministically (top-k): for stochastic acceptance each is a point mass
+// (verify.h).
 #pragma once
 
 #include "falcon-edge/acceptance.h"

@@ -16,7 +16,6 @@ struct tree_batch {
     llama_batch batch = {};         // owned; rows in depth-first order
     std::vector<int32_t> row_of;    // [n_nodes] batch row of each tree node
     std::vector<int32_t> leaf_seq;  // [n_nodes] one seq id of a leaf below each node (its first)
-    int32_t n_leaves = 0;
 
     tree_batch() = default;
     tree_batch(const tree_batch &) = delete;

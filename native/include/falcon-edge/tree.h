@@ -4,6 +4,7 @@
 
 #include "llama.h"
 
+#include <climits>
 #include <cstdint>
 #include <vector>
 
@@ -27,11 +28,6 @@ struct tree {
     // its acceptance statistics (acceptance.h; -1: none)
     std::vector<uint8_t>     origin; // [n_nodes]
     std::vector<int32_t>     bucket; // [n_nodes]
-    // proposal distribution that produced each node, for stochastic acceptance: index of a row in
-    // q_rows, or -1 when the node was chosen deterministically (a point mass on its token)
-    std::vector<int32_t>     q_row;  // [n_nodes]
-    std::vector<float>       q_rows; // [n_q_rows * n_vocab], target-vocabulary probabilities
-    int32_t                  n_vocab = 0;
 
     int32_t size() const { return (int32_t) token.size(); }
 };
@@ -43,8 +39,7 @@ void tree_init(tree & t, llama_token root);
 // (its value is capped at the parent's). If the parent already has a child with that token (siblings
 // carry distinct tokens), returns that child, which takes value, origin and bucket of the more
 // valuable offer.
-int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, uint8_t origin, int32_t bucket,
-                 int32_t q_row = -1);
+int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, uint8_t origin, int32_t bucket);
 
 // a tree given as data: tokens [n_nodes] and parent links [n_nodes] (the root first, parents[0] = -1,
 // every other parent an earlier node), each drafted node offered by `origin` under buckets[i] (all -1
@@ -65,8 +60,9 @@ std::vector<int32_t> tree_leaves(const tree & t);
 std::vector<int32_t> tree_path(const tree & t, int32_t node);
 
 // keeps the n_keep most valuable nodes (root included; a parent is never less valuable than its
-// child, ties broken by index) and renumbers them in their original order
-void tree_prune(tree & t, int32_t n_keep);
+// child, ties broken by index), fewer where more would make more than n_leaves_max leaves, and
+// renumbers them in their original order
+void tree_prune(tree & t, int32_t n_keep, int32_t n_leaves_max = INT32_MAX);
 
 // nodes in depth-first pre-order: parents before children, each subtree contiguous
 std::vector<int32_t> tree_dfs_order(const tree & t);

@@ -23,12 +23,10 @@ struct walk_result {
 // Output is token-identical to plain greedy decoding.
 //
 // Stochastic (temperature > 0): multi-draft recursive rejection sampling over each node's children
-// in order. Child c with proposal row q (tree.q_row) is accepted with probability
-// min(1, p(c) / q(c)); on rejection p <- normalize(max(p - q, 0)) and q loses c. A child chosen
-// deterministically (q_row -1) is a point mass, which makes the rule "accept with probability
-// p(c)". When every child is rejected, the bonus is drawn from the residual p. This preserves the
-// target distribution exactly for any proposer whose children are distinct tokens drawn by the
-// stated rows.
+// in order. Every proposer chooses its children deterministically (distinct tokens, a point mass
+// each), so child c is accepted with probability p(c), and on rejection p <- normalize(p without c).
+// When every child is rejected, the bonus is drawn from the residual p. This preserves the target
+// distribution exactly.
 //
 // logits_of(u): the target's logits [n_vocab] at node u, asked for the nodes the walk reaches only
 // (the root, then each accepted node), in that order; the pointer is read before the next call.
