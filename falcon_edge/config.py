@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from . import _native
 
 SPEC_MODES = ("plain", "ngram", "falcon")
+DEFAULT_N_BATCH = 256  # n_batch where the context holds it
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -128,7 +129,7 @@ class ContextConfig:
 
     Attributes:
         n_ctx: context length in tokens.
-        n_batch: prompt chunk; a verification tree must fit in one.
+        n_batch: prompt chunk; a verification tree must fit in one (None: min(256, n_ctx)).
         n_threads: CPU threads (None: all cores).
         n_gpu_layers: layers offloaded to a GPU (needs a CUDA/Metal build of llama-cpp-python; -1 = all).
         n_seq_max: leaves a tree may have (<= 256).
@@ -139,7 +140,7 @@ class ContextConfig:
     """
 
     n_ctx: int = 4096
-    n_batch: int = 256
+    n_batch: int | None = None
     n_threads: int | None = None
     n_gpu_layers: int = 0
     n_seq_max: int = 64
@@ -149,6 +150,8 @@ class ContextConfig:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.n_ctx, int) and self.n_ctx >= 8, f"n_ctx must be an int >= 8, got {self.n_ctx!r}")
+        if self.n_batch is None:
+            object.__setattr__(self, "n_batch", min(DEFAULT_N_BATCH, self.n_ctx))
         _check(isinstance(self.n_batch, int) and 1 <= self.n_batch <= self.n_ctx,
                f"n_batch must be an int in [1, n_ctx {self.n_ctx}], got {self.n_batch!r}")
         _check(self.n_threads is None or (isinstance(self.n_threads, int) and self.n_threads >= 1),

@@ -63,7 +63,7 @@ class EdgeFalcon:
         tree_budget: nodes verified per pass, root included; 0 (default) sizes each tree from the verify-cost curve
             measured on this device (up to 16 nodes on a CPU, 64 on a GPU) and the drafter's running acceptance, and
             decodes plainly where drafting loses.
-        n_batch: prompt chunk size (a tree must fit in one).
+        n_batch: prompt chunk size (a tree must fit in one; None: min(256, n_ctx)).
         flash_attn: flash attention in the target (off: tree verification is then bit-exact with sequential decoding).
         path_head: on a CPU, decode each tree up to the final norm and compute the LM head only for the rows the
             acceptance walk reads (the root and each accepted node, plus nodes likely enough to be read that one
@@ -96,7 +96,7 @@ class EdgeFalcon:
         seed: int | None = None,
         verbose: bool = False,
         tree_budget: int = 0,
-        n_batch: int = 256,
+        n_batch: int | None = None,
         flash_attn: bool = False,
         path_head: bool = True,
         spec: SpecConfig | None = None,
@@ -131,8 +131,9 @@ class EdgeFalcon:
         if preset is not None:
             if self.mode != "falcon":
                 raise ValueError(f"a tree preset needs a Falcon drafter, got drafter {drafter!r} (mode {self.mode})")
-            if preset.n_nodes + 1 > n_batch:
-                raise ValueError(f"tree preset {preset.name} has {preset.n_nodes + 1} nodes with the root but n_batch is {n_batch}")
+            if preset.n_nodes + 1 > self.context.n_batch:
+                raise ValueError(f"tree preset {preset.name} has {preset.n_nodes + 1} nodes with the root but n_batch is "
+                                 f"{self.context.n_batch}")
             # the preset alone, as published: no n-gram branches merged in
             self.spec = dataclasses.replace(self.spec, n_nodes_max=preset.n_nodes + 1, depth_max=preset.depth,
                                             preset_parent=preset.parent, preset_rank=preset.rank, ngram_branches=0)
@@ -143,7 +144,7 @@ class EdgeFalcon:
         elif self.mode != "plain":
             # the curve sizes trees (tree_budget 0); the path head's costs decide which rows it computes together
             cost = cost_curve.load_or_measure(self._engine, self.target_path, n_threads=n_threads or os.cpu_count() or 1,
-                                              n_batch=n_batch, n_gpu_layers=n_gpu_layers)
+                                              n_batch=self.context.n_batch, n_gpu_layers=n_gpu_layers)
             self._engine.set_verify_cost(cost.curve)
             self._engine.set_head_cost(*cost.head)
         eng = self._engine
@@ -322,13 +323,9 @@ class EdgeFalcon:
                 "index": 0,
                 "message": {"role": "assistant", "content": res.text},
                 "logprobs": None,
-                "finish_reason": "stop" if res.finish_reason == "cancelled" else res.finish_reason,
+                "finish_reason": res.openai_finish_reason,
             }],
-            "usage": {
-                "prompt_tokens": len(tokens),
-                "completion_tokens": len(res.tokens),
-                "total_tokens": len(tokens) + len(res.tokens),
-            },
+            "usage": res.usage,
             "falcon": res.stats.as_dict(),
         }
 
@@ -410,10 +407,7 @@ class EdgeFalcon:
                         yield chunk({"content": piece.text})
                     if piece.result is not None:
                         res = piece.result
-                        fr = "stop" if res.finish_reason == "cancelled" else res.finish_reason
-                        yield chunk({}, fr, usage={"prompt_tokens": len(tokens), "completion_tokens": len(res.tokens),
-                                                   "total_tokens": len(tokens) + len(res.tokens)},
-                                    falcon=res.stats.as_dict())
+                        yield chunk({}, res.openai_finish_reason, usage=res.usage, falcon=res.stats.as_dict())
             finally:
                 pieces.close()
 

@@ -105,11 +105,8 @@ def _text_completion(cid: str, created: int, model: str, text: str, finish_reaso
 
 def _completion(llm: EdgeFalcon, prompt, kwargs: dict) -> dict:
     res = llm.generate(prompt, **kwargs)
-    n_prompt = res.stats.n_prompt
-    n_completion = len(res.tokens)
-    usage = {"prompt_tokens": n_prompt, "completion_tokens": n_completion, "total_tokens": n_prompt + n_completion}
-    return _text_completion(f"cmpl-{uuid.uuid4().hex}", int(time.time()), llm.model_name, res.text, res.finish_reason,
-                            usage=usage, falcon=res.stats.as_dict())
+    return _text_completion(f"cmpl-{uuid.uuid4().hex}", int(time.time()), llm.model_name, res.text,
+                            res.openai_finish_reason, usage=res.usage, falcon=res.stats.as_dict())
 
 
 def _completion_stream(llm: EdgeFalcon, prompt, kwargs: dict) -> Iterator[dict]:
@@ -123,10 +120,8 @@ def _completion_stream(llm: EdgeFalcon, prompt, kwargs: dict) -> Iterator[dict]:
                 if piece.text:
                     yield _text_completion(cid, created, llm.model_name, piece.text, None)
                 continue
-            n_prompt, n_completion = res.stats.n_prompt, len(res.tokens)
-            usage = {"prompt_tokens": n_prompt, "completion_tokens": n_completion, "total_tokens": n_prompt + n_completion}
-            fr = "stop" if res.finish_reason == "cancelled" else res.finish_reason
-            yield _text_completion(cid, created, llm.model_name, piece.text, fr, usage=usage, falcon=res.stats.as_dict())
+            yield _text_completion(cid, created, llm.model_name, piece.text, res.openai_finish_reason, usage=res.usage,
+                                   falcon=res.stats.as_dict())
     finally:
         pieces.close()
 

@@ -107,6 +107,17 @@ class GenerationResult:
     finish_reason: str
     stats: SpecStats
 
+    @property
+    def openai_finish_reason(self) -> str:
+        """``finish_reason`` as the OpenAI API spells it: a stream its consumer stopped ends with ``"stop"``."""
+        return "stop" if self.finish_reason == "cancelled" else self.finish_reason
+
+    @property
+    def usage(self) -> dict:
+        """The OpenAI ``usage`` object: prompt, completion and total tokens."""
+        n_prompt, n_completion = self.stats.n_prompt, len(self.tokens)
+        return {"prompt_tokens": n_prompt, "completion_tokens": n_completion, "total_tokens": n_prompt + n_completion}
+
 
 @dataclass(frozen=True)
 class StreamChunk:

@@ -53,3 +53,9 @@ def test_validation_messages(make, match):
 
 def test_unseeded_requests_draw_fresh_seeds():
     assert SamplingConfig().to_native().seed != SamplingConfig().to_native().seed
+
+
+def test_n_batch_follows_a_small_context():
+    assert ContextConfig().n_batch == 256
+    assert ContextConfig(n_ctx=96).n_batch == 96
+    assert ContextConfig(n_ctx=96, n_batch=32).n_batch == 32
