@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,10 @@ class VerifyCost:
 
     curve: list[float]
     head: tuple[float, float]
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _cache_file() -> Path:
@@ -82,9 +87,11 @@ def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int,
         cached = {}
     n_sizes = min(n_max(n_gpu_layers), n_batch)
     entry = cached.get(key)
-    # a curve cached for another range of sizes (an older release's GPU curve of 16) is measured again
+    # a curve cached for another range of sizes (an older release's GPU curve of 16), or one whose numbers are not
+    # usable costs (an edited or damaged file: NaN, 0, negative), is measured again
     if (isinstance(entry, dict) and isinstance(entry.get("curve"), list) and len(entry["curve"]) == n_sizes
-            and isinstance(entry.get("head"), list)):
+            and isinstance(entry.get("head"), list) and len(entry["head"]) == 2
+            and all(_is_number(c) and c > 0 for c in entry["curve"]) and all(_is_number(h) and h >= 0 for h in entry["head"])):
         return VerifyCost(entry["curve"], tuple(entry["head"]))
     depth = min(N_DEPTH, engine.n_ctx - n_sizes - 1)
     log.info("measuring the verify-cost curve of %s (once per model and device)", model_path.name)

@@ -424,14 +424,14 @@ void add_drafter_tensors(drafter_weights & w, std::vector<tensor_load> & loads, 
 
 // the type of the gathered LM head. A drafter pass reads the whole head, so it is memory-bound: a
 // k-quant (slow batched matmul), F16 or BF16 (twice the bytes) becomes Q8_0, the CPU's fastest batched
-// path, which holds the target's rows to within its own rounding; F32 (exact references), Q8_0 and Q4_0
-// stay as they are
-enum ggml_type head_type(enum ggml_type target_type) {
+// path, which holds the target's rows to within its own rounding, where rows of n_embd fill its blocks;
+// F32 (exact references), Q8_0 and Q4_0 stay as they are
+enum ggml_type head_type(enum ggml_type target_type, int64_t n_embd) {
     switch (target_type) {
         case GGML_TYPE_F32: case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0:
             return target_type;
         default:
-            return GGML_TYPE_Q8_0;
+            return n_embd % ggml_blck_size(GGML_TYPE_Q8_0) == 0 ? GGML_TYPE_Q8_0 : target_type;
     }
 }
 
@@ -449,7 +449,7 @@ void add_target_tensors(drafter_weights & w, std::vector<tensor_load> & loads, c
         return;
     }
     // rows of any type are stored independently, so the head is gathered row by row
-    w.lm_head = ggml_new_tensor_2d(w.ctx.get(), head_type(head_meta->type), hp.n_embd, hp.n_vocab_draft);
+    w.lm_head = ggml_new_tensor_2d(w.ctx.get(), head_type(head_meta->type, hp.n_embd), hp.n_embd, hp.n_vocab_draft);
     ggml_set_name(w.lm_head, "lm_head_draft");
     const uint64_t base     = tensor_file_offset(f, head_meta);
     const uint64_t row_size = head_meta->nb[1];

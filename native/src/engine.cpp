@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
@@ -86,6 +87,15 @@ engine::engine(const std::string & path_model, const engine_params & params) : p
         throw model_error(format("failed to load model from '%s'", path_model.c_str()));
     }
     vocab_ = llama_model_get_vocab(model_);
+    if (llama_model_is_recurrent(model_) || llama_model_is_hybrid(model_) || llama_model_is_diffusion(model_)) {
+        const std::string arch = meta("general.architecture");
+        const char * kind = llama_model_is_diffusion(model_) ? "diffusion" : "recurrent or hybrid";
+        llama_model_free(model_);
+        model_ = nullptr;
+        throw model_error(format("'%s' is a %s model (%s): tree verification and prefix reuse roll the KV cache back, "
+                                 "which only attention-only autoregressive models allow", path_model.c_str(), kind,
+                                 arch.c_str()));
+    }
 
     const int32_t n_threads = params.n_threads > 0 ? params.n_threads : (int32_t) std::max(1u, std::thread::hardware_concurrency());
     llama_context_params cp = llama_context_default_params();
@@ -236,8 +246,10 @@ proposer * engine::proposer_for(const std::string & mode) const {
 }
 
 void engine::set_verify_cost(const std::vector<double> & c) {
-    if (!c.empty() && c[0] <= 0.0) {
-        throw std::invalid_argument(format("verify cost of one node must be positive, got %g", c[0]));
+    for (size_t i = 0; i < c.size(); ++i) {
+        if (!(std::isfinite(c[i]) && c[i] > 0.0)) {
+            throw std::invalid_argument(format("verify cost of %d nodes must be finite and positive, got %g", (int) i + 1, c[i]));
+        }
     }
     std::vector<double> rel(c.size());
     for (size_t i = 0; i < c.size(); ++i) {
@@ -591,6 +603,10 @@ static void validate(const std::vector<llama_token> & prompt, const generate_par
     if (!(sp.repeat_penalty > 0.0f)) {
         throw std::invalid_argument(format("repeat_penalty must be > 0, got %g", sp.repeat_penalty));
     }
+    if (gp.spec.top_k_draft < 1 || gp.spec.n_passes < 1) {
+        throw std::invalid_argument(format("top_k_draft and n_passes must be >= 1, got %d and %d", gp.spec.top_k_draft,
+                                           gp.spec.n_passes));
+    }
     if (gp.spec.n_nodes_max < 0 || gp.spec.depth_max < 1) {
         throw std::invalid_argument(format("tree budget must be >= 0 and depth_max >= 1, got %d and %d", gp.spec.n_nodes_max, gp.spec.depth_max));
     }
@@ -650,7 +666,9 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         }
     }
     llama_memory_t mem = llama_get_memory(ctx_);
-    llama_memory_seq_rm(mem, 0, n_keep, -1);
+    if (!llama_memory_seq_rm(mem, 0, n_keep, -1)) {
+        throw error(format("the KV cache cannot drop positions %d.. to reuse the prompt's prefix", n_keep));
+    }
     tokens_.resize(n_keep);
 
     std::vector<float> feats;
@@ -766,6 +784,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         llama_set_embeddings(ctx_, need_feat || on_path);
         skip_head_ = on_path;
         const int rc = llama_decode(ctx_, tb.batch);
+        llama_synchronize(ctx_); // a GPU backend returns before it computes: the cost model needs the whole decode
         skip_head_ = false;
         if (rc != 0) {
             kv_commit(ctx_, 0, n_past - 1, 0); // drop whatever the failed decode left behind

@@ -227,6 +227,21 @@ def test_smollm2_shape_parity(native, smollm_path, tmp_path, outtype):
     check_phase(run_drafting_phase(dft, ref), ref, TOLERANCE[outtype], TOLERANCE["q8_0"])
 
 
+@pytest.mark.parametrize("n_embd", [64, 48])
+def test_reduced_vocab_of_an_f16_head_parity(native, tmp_path, n_embd):
+    """An F16 head's draft rows are gathered as Q8_0 where a row fills its blocks of 32 (64) and stay F16 where it
+    does not (48: writing Q8_0 rows there overran the tensor)."""
+    target = Path(write_tiny_llama_gguf(tmp_path / "t.gguf", n_vocab=320, n_embd=n_embd, n_head=4, n_head_kv=2, f16=True,
+                                        tied=False, seed=2).path)
+    draft_vocab = np.random.default_rng(5).choice(320, 101, replace=False).astype(np.int32)
+    path = make_drafter(target, tmp_path / "d.gguf", outtype="f32", n_layer=1, n_ff=96, draft_vocab=draft_vocab)
+    ref = load_drafter(path, target)
+    model = llama_cpp.Llama(str(target), vocab_only=True, verbose=False)
+    dft = native.Drafter(str(path), str(target), model.model, n_threads=2)
+    assert dft.hparams["n_vocab_draft"] == 101
+    check_phase(run_drafting_phase(dft, ref), ref, TOLERANCE["q8_0"], TOLERANCE["q8_0"])
+
+
 @pytest.mark.model
 @pytest.mark.slow
 def test_qwen15_shape_reduced_vocab_parity(native, qwen15_path, tmp_path):

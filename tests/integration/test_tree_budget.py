@@ -43,7 +43,7 @@ def test_measured_curve_is_cached_and_starts_at_one(tiny_path, tmp_path, monkeyp
     assert (tmp_path / "verify-cost.json").is_file()
 
 
-@pytest.mark.parametrize("change", ["method", "range"])
+@pytest.mark.parametrize("change", ["method", "range", "damaged"])
 def test_cached_curve_is_used_until_the_method_or_range_changes(tiny_path, tmp_path, monkeypatch, change):
     monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
     key = cost_curve._key(Path(tiny_path), 2, 256, 0, True)
@@ -53,9 +53,13 @@ def test_cached_curve_is_used_until_the_method_or_range_changes(tiny_path, tmp_p
     assert list(engine.verify_cost()) == cached and engine.head_cost() == (0.25, 0.125)
     if change == "method":
         monkeypatch.setattr(cost_curve, "METHOD", cost_curve.METHOD + 1)
-    else:
+    elif change == "range":
         # a curve cached for fewer sizes than this device's range (an older release's GPU curve) is measured again
         (tmp_path / "verify-cost.json").write_text(json.dumps({key: {"curve": cached[:8], "head": [0.25, 0.125]}}))
+    else:
+        # so is one whose numbers are no costs (json writes and reads NaN)
+        damaged = cached[:3] + [float("nan")] + cached[4:]
+        (tmp_path / "verify-cost.json").write_text(json.dumps({key: {"curve": damaged, "head": [0.25, 0.125]}}))
     engine = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine()
     curve = list(engine.verify_cost())
     assert len(curve) == cost_curve.N_MAX_CPU and curve[0] == 1.0 and curve != cached
@@ -99,3 +103,11 @@ def test_decodes_refine_a_wrong_curve(tiny_path):
     estimate = list(eng.verify_cost_estimate())
     assert estimate[0] == 1.0 and max(estimate) > 1.3
     assert list(eng.verify_cost()) == [1.0] * 16  # the measured prior itself is kept
+
+
+@pytest.mark.parametrize("bad", [[1.0, float("nan")], [1.0, 2.0, 0.0], [float("inf")]])
+def test_the_engine_refuses_costs_that_are_no_costs(tiny_path, bad):
+    # the native setter checks every size, not only the first: NaN silently turned speculation off
+    engine = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2, verify_cost=[1.0] * 4)._native_engine()
+    with pytest.raises(ValueError, match="must be finite and positive"):
+        engine.set_verify_cost(bad)
