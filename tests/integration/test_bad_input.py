@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import llama_cpp
 import pytest
+from helpers.tiny_mamba import write_tiny_mamba_gguf
 
 from falcon_edge import ContextFullError, EdgeFalcon, ModelLoadError, UnknownModelError
 
@@ -24,6 +26,14 @@ def test_non_gguf_target(tmp_path):
     bad.write_bytes(b"not a gguf file at all" * 10)
     with pytest.raises(ModelLoadError, match="bad.gguf"):
         EdgeFalcon(bad)
+
+
+def test_recurrent_target(tmp_path):
+    # a Mamba state cannot drop the rejected part of a tree: refused at load, not wrong at the first rejection
+    path = write_tiny_mamba_gguf(tmp_path / "mamba.gguf")
+    assert llama_cpp.llama_model_is_recurrent(llama_cpp.Llama(path, n_ctx=64, verbose=False).model)
+    with pytest.raises(ModelLoadError, match=r"mamba.gguf' is a recurrent or hybrid model \(mamba\)"):
+        EdgeFalcon(path, drafter=None, n_ctx=64)
 
 
 def test_truncated_target(tmp_path, smollm_path):
