@@ -90,8 +90,7 @@ engine::engine(const std::string & path_model, const engine_params & params) : p
     if (llama_model_is_recurrent(model_) || llama_model_is_hybrid(model_) || llama_model_is_diffusion(model_)) {
         const std::string arch = meta("general.architecture");
         const char * kind = llama_model_is_diffusion(model_) ? "diffusion" : "recurrent or hybrid";
-        llama_model_free(model_);
-        model_ = nullptr;
+        release();
         throw model_error(format("'%s' is a %s model (%s): tree verification and prefix reuse roll the KV cache back, "
                                  "which only attention-only autoregressive models allow", path_model.c_str(), kind,
                                  arch.c_str()));
@@ -119,7 +118,7 @@ engine::engine(const std::string & path_model, const engine_params & params) : p
     }
     ctx_ = llama_init_from_model(model_, cp);
     if (ctx_ == nullptr) {
-        llama_model_free(model_);
+        release();
         throw model_error(format("failed to create a context of %d tokens for '%s'", params.n_ctx, path_model.c_str()));
     }
     try {

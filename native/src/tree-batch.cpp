@@ -4,7 +4,7 @@
 #include "falcon-edge/errors.h"
 
 #include <algorithm>
-#include <climits>
+#include <cstdint>
 #include <stdexcept>
 
 namespace fe {

@@ -73,8 +73,8 @@ int32_t tree_add(tree & t, int32_t parent, llama_token token, float value, uint8
 }
 
 void tree_prune(tree & t, int32_t n_keep, int32_t n_leaves_max) {
-    if (t.size() <= n_keep && (int32_t) tree_leaves(t).size() <= n_leaves_max) {
-        return;
+    if (t.size() <= n_keep && t.size() - 1 <= n_leaves_max) {
+        return; // fits: a tree of n > 1 nodes has at most n - 1 leaves
     }
     std::vector<int32_t> order(t.size());
     for (int32_t i = 0; i < t.size(); ++i) {

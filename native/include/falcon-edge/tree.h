@@ -4,7 +4,6 @@
 
 #include "llama.h"
 
-#include <climits>
 #include <cstdint>
 #include <vector>
 
