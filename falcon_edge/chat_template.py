@@ -39,19 +39,34 @@ def _raise_exception(message: str):
     raise ValueError(f"chat template error: {message}")
 
 
+def _text_parts(i: int, content: list) -> str:
+    """The text of a content given as OpenAI's list of ``{"type": "text", "text": ...}`` parts, joined with
+    newlines as llama-server joins them for templates that expect a string."""
+    texts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise ValueError(f"message {i} content part {j} must be a text part, got type {kind!r}")
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
 def validate_messages(messages) -> list[dict]:
-    """Checks OpenAI-style messages and returns them as plain dicts.
+    """Checks OpenAI-style messages and returns them as plain dicts, each ``content`` a string.
 
     Raises:
-        ValueError: not a non-empty list of dicts with a string ``role`` and a string ``content``.
+        ValueError: not a non-empty list of dicts with a string ``role`` and a ``content`` that is a string or a
+            list of text parts.
     """
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ValueError(f"messages must be a non-empty list of dicts, got {messages!r}")
     out = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError(f"message {i} must be a dict with string 'role' and 'content', got {m!r}")
-        out.append(dict(m))
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(content, (str, list)):
+            raise ValueError(f"message {i} must be a dict with a string 'role' and a 'content' string or list of text "
+                             f"parts, got {m!r}")
+        out.append(dict(m, content=content if isinstance(content, str) else _text_parts(i, content)))
     return out
 
 

@@ -225,6 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(HTTPStatus.BAD_REQUEST, f"request body must be a JSON object, got {type(body).__name__}",
                            "invalid_json")
         model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise ValueError(f"model must be a string, got {model!r:.80}")
         if model and model not in self.server.model_names:
             raise ApiError(HTTPStatus.NOT_FOUND,
                            f"model {model!r} is not served here: this server serves {self.server.llm.model_name!r}",

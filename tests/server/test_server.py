@@ -85,6 +85,18 @@ def test_completions_match_engine_greedy(server, client):
     assert "falcon" in chunks[-1].model_extra
 
 
+def test_chat_content_parts_are_joined_text(client):
+    # OpenAI clients may send a message's content as a list of text parts; it means the same as the joined string
+    parts = [{"type": "text", "text": "Name three"}, {"type": "text", "text": "colors."}]
+    got = client.chat.completions.create(messages=[{"role": "user", "content": parts}], **GREEDY)
+    want = client.chat.completions.create(messages=[{"role": "user", "content": "Name three\ncolors."}], **GREEDY)
+    assert got.choices[0].message.content == want.choices[0].message.content != ""
+    with pytest.raises(openai.BadRequestError, match="image_url") as e:
+        client.chat.completions.create(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}], **GREEDY)
+    assert e.value.code == "invalid_value"
+
+
 def test_models_and_health(server, client):
     assert [m.id for m in client.models.list()] == [MODEL]
     assert _raw(server, "GET", "/health")[::2] == (200, {"status": "ok"})
@@ -149,6 +161,13 @@ def test_http_errors(server, method, path, body, status, code):
     assert set(got["error"]) == {"message", "type", "code"}
     assert got["error"]["code"] == code
     assert headers["Content-Type"] == "application/json"
+
+
+def test_bad_model_field_is_400_naming_it(server):
+    status, _, body = _raw(server, "POST", "/v1/chat/completions",
+                           json.dumps({"model": ["x"], "messages": MESSAGES, "max_tokens": 2}).encode())
+    assert (status, body["error"]["code"]) == (400, "invalid_value")
+    assert body["error"]["message"] == "model must be a string, got ['x']"
 
 
 def test_wrong_method_names_the_allowed_one(server):

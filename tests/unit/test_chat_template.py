@@ -38,6 +38,14 @@ def test_malformed_messages(messages):
         ChatTemplate(CHATML, "", "").render(messages)
 
 
+def test_content_text_parts_render_as_joined_text():
+    t = ChatTemplate(CHATML, "", "")
+    parts = [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]
+    assert t.render([{"role": "user", "content": parts}]) == t.render([{"role": "user", "content": "Hi\nthere"}])
+    with pytest.raises(ValueError, match="message 0 content part 1 must be a text part, got type 'image_url'"):
+        t.render([{"role": "user", "content": [parts[0], {"type": "image_url", "image_url": {"url": "x"}}]}])
+
+
 def test_template_raise_exception_becomes_value_error():
     t = ChatTemplate("{{ raise_exception('no system role') }}", "", "")
     with pytest.raises(ValueError, match="no system role"):

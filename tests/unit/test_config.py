@@ -44,6 +44,11 @@ def test_to_native_round_trip():
         (lambda: ContextConfig(n_ctx=64, n_batch=128), r"n_batch must be an int in \[1, n_ctx 64\], got 128"),
         (lambda: ContextConfig(n_seq_max=300), "n_seq_max"),
         (lambda: RequestConfig(max_tokens=-1), "max_tokens"),
+        # JSON true is not a number: bool is an int subclass, and True would silently mean 1
+        (lambda: RequestConfig(max_tokens=True), "max_tokens must be None or an int >= 1, got True"),
+        (lambda: SamplingConfig(temperature=True), "temperature must be a finite number >= 0, got True"),
+        (lambda: SamplingConfig(top_k=False), "top_k must be an int, got False"),
+        (lambda: SamplingConfig(seed=True), r"seed must be None or an int in \[0, 2\*\*64\), got True"),
     ],
 )
 def test_validation_messages(make, match):
