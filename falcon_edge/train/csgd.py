@@ -133,7 +133,7 @@ def make_batch(sequences, k: int) -> Batch:
         feat_mask = np.concatenate([mask[1:], mask[-1:]])  # [n]: f_j predicts t_{j+1}
         feat[j, : n - 1] = f[: n - 1]
         tokens[j, : n - 1] = torch.as_tensor(np.asarray(s.tokens[1:], dtype=np.int64))
-        if n - 1 - k > 0:
+        if n - k > 0:
             target[j, : n - k] = f[k:]
             valid[j, : n - k] = torch.as_tensor(feat_mask[k:])
     return Batch(feat, tokens, target, valid, torch.tensor(lengths))

@@ -243,7 +243,7 @@ def encode(record: dict, template, tokenize: Callable[[str], Sequence[int]], *, 
     Args:
         record: a validated conversation (every assistant content a string).
         template: a falcon_edge.chat_template.ChatTemplate.
-        tokenize: text -> token ids (special tokens parsed; BOS as the model wants it).
+        tokenize: text -> token ids (special tokens parsed; no BOS beyond what the template writes, as chat() decodes).
         max_len: truncate to this many tokens.
 
     Raises:
@@ -271,16 +271,10 @@ def encode(record: dict, template, tokenize: Callable[[str], Sequence[int]], *, 
 
 
 def engine_tokenizer(llm) -> Callable[[str], Sequence[int]]:
-    """The tokenize function for encode(): BOS only at the very start, special tokens parsed."""
+    """The tokenize function for encode(): special tokens parsed and no BOS added, as EdgeFalcon.chat_tokens tokenizes
+    the prompt chat() decodes (a BOS the template writes is its text; the vocabulary's add_bos_token would double it)."""
     eng = llm._native_engine()
-    state = {"first": True}
-
-    def tokenize(text: str) -> Sequence[int]:
-        add_bos = state["first"]
-        state["first"] = False
-        return eng.tokenize(text, add_bos, True) if text else []
-
-    return tokenize
+    return lambda text: eng.tokenize(text, False, True) if text else []
 
 
 def encode_all(conversations: Sequence[dict], llm, *, max_len: int = 1024) -> list[Encoded]:

@@ -137,9 +137,12 @@ def open_index(out: Path, fp: str, n_embd: int, shard_size: int, n_conversations
     """
     if (out / INDEX).is_file():
         index = read_index(out)
-        if index["fingerprint"] != fp or index["n_embd"] != n_embd or index["shard_size"] != shard_size:
-            raise FeatureStoreError(f"{out} holds features of other inputs (fingerprint, n_embd or shard size differ); "
-                                    "use a fresh directory")
+        differ = [f"{name} {str(have)[:12]} in the index, {str(want)[:12]} asked"  # a fingerprint by its first 12 digits
+                  for name, have, want in (("fingerprint", index["fingerprint"], fp), ("n_embd", index["n_embd"], n_embd),
+                                           ("shard size", index["shard_size"], shard_size))
+                  if have != want]
+        if differ:
+            raise FeatureStoreError(f"{out} holds features of other inputs ({'; '.join(differ)}); use a fresh directory")
         log.info("resuming in %s: %d of %d shards done", out, len(index["shards"]), index["n_shards"])
         return index
     index = {"format": FORMAT_VERSION, "fingerprint": fp, "n_embd": n_embd, "shard_size": shard_size,

@@ -76,8 +76,7 @@ def distill(llm, conversations: Sequence[dict], out_dir: str | os.PathLike, *, m
     n_embd = int(eng.n_embd)
     prompts, records = [], []
     for c in conversations:
-        text = llm.template.render(c["messages"][:-1], add_generation_prompt=True)
-        tokens = list(eng.tokenize(text, True, True))
+        tokens = llm.chat_tokens(c["messages"][:-1])
         if len(tokens) <= max_prompt_tokens:
             prompts.append(tokens)
             records.append(c)

@@ -213,8 +213,13 @@ def _reduce_over_ranks(value: int, op, world: int, dev: torch.device) -> int:
 def rank_batches(batches: list, rank: int, world: int) -> list:
     """This rank's share of an epoch's batches: every WORLD_SIZE-th, the list first wrapped around to a multiple of
     WORLD_SIZE so that every rank takes the same number of steps (DDP's all-reduce waits for all of them)."""
-    padded = batches + batches[:(-len(batches)) % world]
-    return padded[rank::world]
+    n_padded = -(-len(batches) // world) * world
+    return [batches[i % len(batches)] for i in range(rank, n_padded, world)]
+
+
+def _epoch_batches(train_seqs, config: TrainConfig, epoch: int, rank: int, world: int) -> list[list[int]]:
+    """This rank's batches of one epoch; each epoch shuffles anew, so their number can differ from epoch to epoch."""
+    return rank_batches(make_batches(train_seqs, config.tokens_per_batch, random.Random(config.seed + epoch)), rank, world)
 
 
 def split_heldout(sequences, fraction: float, seed: int):
@@ -318,9 +323,8 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     k = dcfg.block_size
     held_batches = [make_batch([held[j] for j in b], k).to(dev) for b in make_batches(held, config.tokens_per_batch, random.Random(0))]
-    steps_per_epoch = len(rank_batches(make_batches(train_seqs, config.tokens_per_batch, random.Random(0)), rank, world))
     if total_steps is None:
-        total_steps = steps_per_epoch * config.epochs
+        total_steps = sum(len(_epoch_batches(train_seqs, config, e, rank, world)) for e in range(config.epochs))
     np_rng = np.random.default_rng(config.seed + 1000 * step + rank)
     gen = torch.Generator().manual_seed(config.seed + 1000 * step + rank)
     start = time.monotonic()
@@ -329,7 +333,7 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
     budget_fitted = state is not None and config.time_budget_s > 0
     tokens_seen = 0
     while epoch < config.epochs and not stop:
-        batches = rank_batches(make_batches(train_seqs, config.tokens_per_batch, random.Random(config.seed + epoch)), rank, world)
+        batches = _epoch_batches(train_seqs, config, epoch, rank, world)
         model.train()
         while batch_pos < len(batches):
             over_budget = config.time_budget_s > 0 and bool(_reduce_over_ranks(

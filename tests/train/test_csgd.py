@@ -54,10 +54,11 @@ def test_lambda_schedules():
 # ---- batches ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("n", [12, 4, 3, 2])
 @pytest.mark.parametrize("k", [2, 3])
-def test_make_batch_alignment(k):
-    n, h = 12, 8
-    s = _seq(n, h, assistant_from=5)
+def test_make_batch_alignment(k, n):
+    h = 8
+    s = _seq(n, h, assistant_from=min(5, n - 1))
     b = make_batch([s], k)
     f = torch.as_tensor(s.feat.astype(np.float32))
     assert b.feat.shape == (1, n - 1, h) and int(b.lengths[0]) == n - 1

@@ -138,3 +138,16 @@ def test_encode_all_with_a_target_without_template(tiny_path, caplog):
         out = data.encode_all([GOOD], llm)
     assert "no chat template" in caplog.text
     assert out[0].loss_mask.sum() > 0 and out[0].tokens.dtype == np.int32
+
+
+@pytest.mark.parametrize("template", [None, "{{ bos_token }}" + CHATML], ids=["fallback", "bos-in-template"])
+def test_training_tokens_start_with_the_prompt_chat_decodes(tmp_path, template):
+    # the drafter is served the tokens chat() decodes: a BOS the vocabulary would add (add_bos_token) is no part of them
+    from falcon_edge import EdgeFalcon
+    from helpers.tiny_target import write_tiny_llama_gguf
+
+    llm = EdgeFalcon(write_tiny_llama_gguf(tmp_path / "t.gguf", chat_template=template).path, n_ctx=256)
+    prompt = llm.chat_tokens(GOOD["messages"][:1])
+    (out,) = data.encode_all([GOOD], llm)
+    assert list(out.tokens[: len(prompt)]) == prompt and not out.loss_mask[: len(prompt)].any()
+    assert out.loss_mask[len(prompt):].all()

@@ -88,8 +88,13 @@ def test_interrupted_extraction_resumes_to_the_same_result(llm, tmp_path):
 def test_resume_against_other_inputs_is_refused(llm, tmp_path):
     enc = _encoded(llm)
     features.extract(llm, enc[:4], tmp_path / "f", shard_size=2, progress=False, stop_after_shards=1)
-    with pytest.raises(FeatureStoreError, match="other inputs"):
+    with pytest.raises(FeatureStoreError, match="other inputs") as err:
         features.extract(llm, enc, tmp_path / "f", shard_size=2, progress=False)
+    index = features.read_index(tmp_path / "f")
+    assert f"fingerprint {index['fingerprint'][:12]} in the index, {features.fingerprint(enc)[:12]} asked" in str(err.value)
+    assert "n_embd" not in str(err.value) and "shard size" not in str(err.value), "only what differs is named"
+    with pytest.raises(FeatureStoreError, match="shard size 2 in the index, 3 asked"):
+        features.extract(llm, enc[:4], tmp_path / "f", shard_size=3, progress=False)
 
 
 def test_missing_or_foreign_index(tmp_path, llm):

@@ -25,7 +25,8 @@ def _convs(n=None):
 
 
 def _prompt_tokens(llm, conv):
-    return list(llm._native_engine().tokenize(llm.template.render(conv["messages"][:-1], add_generation_prompt=True), True, True))
+    """The prompt as chat() decodes it: the drafter is trained on what it will be served."""
+    return llm.chat_tokens(conv["messages"][:-1])
 
 
 @pytest.mark.parametrize("n_parallel", [1, 3, 8])

@@ -38,6 +38,13 @@ def test_batches_cover_every_sequence_once():
         assert len(b) == 1 or max(len(seqs[j].tokens) for j in b) * len(b) <= 64
 
 
+def test_every_rank_takes_the_same_number_of_batches_even_with_fewer_batches_than_ranks():
+    for n_batches, world in ((7, 2), (5, 4), (1, 4), (2, 8), (3, 3)):
+        shares = [trainer.rank_batches(list(range(n_batches)), rank, world) for rank in range(world)]
+        assert [len(share) for share in shares] == [-(-n_batches // world)] * world, (n_batches, world)
+        assert sorted({b for share in shares for b in share}) == list(range(n_batches))
+
+
 def test_lr_schedule():
     cfg = trainer.TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
     assert trainer.lr_at(0, 100, cfg) == pytest.approx(1e-4)
@@ -106,6 +113,38 @@ def test_fit_converts_and_the_drafter_loads(tiny_path, tiny_features, tmp_path):
                        acceptance={"tree_budget": 4, "max_tokens": 8, "prompts": ["x"], "tau": 1.5, "alpha": 0.3,
                                    "draft_acceptance": 0.2})
     assert "| 1 |" in text and "τ (accepted + bonus per cycle) 1.50" in text
+
+
+@pytest.fixture(scope="module")
+def uneven_features(tmp_path_factory):
+    """A feature directory of 200 random conversations of 20 to 160 tokens, H 64 as the tiny target, for schedules
+    whose batch count changes from one epoch's shuffle to the next."""
+    rng = np.random.default_rng(0)
+    out = tmp_path_factory.mktemp("uneven")
+    encoded = []
+    for _ in range(200):
+        n = int(rng.integers(20, 160))
+        mask = np.zeros(n, np.uint8)
+        mask[n // 3:] = 1
+        encoded.append(data.Encoded(rng.integers(3, 320, n).astype(np.int32), mask, "t"))
+    index = features.open_index(out, features.fingerprint(encoded), 64, 200, len(encoded), None)
+    feats = [rng.standard_normal((len(e.tokens), 64)).astype(np.float16) for e in encoded]
+    features.write_shard(out, index, 0, feats, [e.tokens for e in encoded], [e.loss_mask for e in encoded])
+    return out
+
+
+def test_every_epoch_runs_all_of_its_own_batches(tiny_path, uneven_features, tmp_path):
+    # each epoch batches its own shuffle: the step schedule counts every epoch's batches, not the first one's twice
+    train_seqs, _ = trainer.split_heldout(features.load_sequences(uneven_features), 0.2, 0)
+
+    def n_batches(tpb, epoch):
+        return len(trainer.make_batches(train_seqs, tpb, random.Random(epoch)))
+
+    tpb = next(t for t in range(400, 1200, 20) if n_batches(t, 1) > n_batches(t, 0))
+    report = trainer.fit(tiny_path, uneven_features, tmp_path / "run", _config(tokens_per_batch=tpb, save_every=1000),
+                         progress=False)
+    assert report["epochs_done"] == 2 and [h["epoch"] for h in report["validation"]] == [1, 2]
+    assert report["steps"] == n_batches(tpb, 0) + n_batches(tpb, 1)
 
 
 def test_resume_continues_from_the_checkpoint(tiny_path, tiny_features, tmp_path):
