@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -320,7 +321,11 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
         history, total_steps, elapsed_prev = state["history"], state["total_steps"], state["elapsed_s"]
     train_model = model
     if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        ddp = torch.nn.parallel.DistributedDataParallel
+        # the frozen target tensors (embed, lm_head, d2t) are buffers each rank loads from the same target file; synced,
+        # they would cross the interconnect at every step (about 1 GB for Qwen2.5-1.5B); newer torch renames the switch
+        no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+        train_model = ddp(model, device_ids=[dev.index] if dev.type == "cuda" else None, **{no_sync: False})
     k = dcfg.block_size
     held_batches = [make_batch([held[j] for j in b], k).to(dev) for b in make_batches(held, config.tokens_per_batch, random.Random(0))]
     if total_steps is None:
