@@ -11,8 +11,8 @@ Both measurements are deterministic for given files:
   depths 1..k); top-1 agreement with the target's greedy token (the stored answer) per depth, over every answer
   position;
 * **fixed-budget trees**: greedy generation with drafter-only trees of ``--tree-budget`` nodes (no n-gram branches, no
-  cost model) on the first ``--n-prompts`` prompts of each benchmark set: τ (accepted + bonus per cycle) and accepted /
-  drafted.
+  cost model) on the first ``--n-prompts`` prompts of each benchmark set, chat-rendered as ``falcon-edge bench`` decodes
+  them: τ (accepted + bonus per cycle) and accepted / drafted.
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def fixed_budget_trees(target: str, drafter: str, tree_budget: int, n_prompts: i
     for name in SETS:
         cycles = accepted = drafted = 0
         for prompt in load_prompts(name, n_prompts):
-            st = llm.generate(prompt, max_tokens=max_tokens).stats
+            # as the benchmarks decode them (and the drafter was trained): the answer to the chat-rendered prompt
+            tokens = llm.chat_tokens([{"role": "user", "content": prompt}])
+            st = llm.generate(tokens, max_tokens=max_tokens).stats
             cycles, accepted, drafted = cycles + st.n_cycles, accepted + st.n_accepted, drafted + st.n_drafted
         out[name] = {"tau": (accepted + cycles) / cycles, "accepted_per_drafted": accepted / max(drafted, 1)}
     return out

@@ -120,8 +120,10 @@ def small_drafter(target: Path) -> Path | None:
 def _edge_row(res) -> Row:
     st = res.stats
     t = st.t_total_s - st.t_prefill_s
-    return {"tokens_per_s": st.n_generated / t if t > 0 else 0.0, "n_generated": st.n_generated,
-            "n_decoded": st.n_generated, "t_decode_s": t, "n_drafted": st.n_drafted, "n_accepted": st.n_accepted,
+    # as the other peers count: the first token comes from the prefill, an end-of-generation token was decoded too
+    n_decoded = max(st.n_generated + (res.finish_reason == "stop") - 1, 0)
+    return {"tokens_per_s": n_decoded / t if t > 0 else 0.0, "n_generated": st.n_generated,
+            "n_decoded": n_decoded, "t_decode_s": t, "n_drafted": st.n_drafted, "n_accepted": st.n_accepted,
             "n_cycles": st.n_cycles, "text": res.text}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from falcon_edge import bench_report, llama_tools, peers
+from falcon_edge import EdgeFalcon, bench_report, llama_tools, peers
 from falcon_edge.datasets import DATASETS
 from falcon_edge.errors import ToolOutputError, ToolsNotFoundError
 
@@ -62,6 +62,25 @@ def test_in_process_peers_run_on_every_prompt_set(report):
         _check_method(report, name)
     assert report["falcon_drafter"].endswith("falcon-smollm2-135m-instruct.gguf")
     assert len(report["verify_cost"]) == peers.VERIFY_COST_N_MAX and report["verify_cost"][0] == pytest.approx(1.0)
+
+
+def test_rows_count_the_tokens_decoded_after_the_prefill_alike(smollm_path):
+    # every method's rate is decoded tokens over its decode timer: not the first token (the prefill's logits gave
+    # it), but an end-of-generation token; our plain loop decodes one token per cycle, llama-cpp-python one per eval
+    llm = EdgeFalcon(str(smollm_path), drafter=None, n_threads=N_THREADS, n_ctx=1024)
+    s = peers.Settings(target=smollm_path, n_threads=N_THREADS, n_ctx=1024, max_tokens=MAX_TOKENS,
+                       falcon_drafter=None, draft_model=None)
+    peer = peers._LlamaCppPeer(s, llm._native_engine().is_eog, pld=False)
+    finish = set()
+    for prompt, max_tokens in (("Write a haiku about the sea.", MAX_TOKENS), ("Answer yes or no: is 7 prime?", 64)):
+        tokens = llm.chat_tokens([{"role": "user", "content": prompt}])
+        res = llm.generate(tokens, max_tokens=max_tokens, speculative=False)
+        row, ref = peers._edge_row(res), peer.generate(tokens, max_tokens)
+        finish.add(res.finish_reason)
+        assert row["n_decoded"] == res.stats.n_cycles, (res.finish_reason, row, res.stats)
+        assert (row["text"], row["n_decoded"]) == (ref["text"], ref["n_decoded"])
+        assert row["tokens_per_s"] == pytest.approx(row["n_decoded"] / row["t_decode_s"])
+    assert finish == {"length", "stop"}
 
 
 def test_report_is_json_and_rebuilds_the_document(report, tmp_path):

@@ -1,0 +1,36 @@
+"""bench/compare_drafters.py on SmolLM2 and its shipped drafter. This is not a speed test."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from falcon_edge import EdgeFalcon, drafters
+from falcon_edge.config import SpecConfig
+from falcon_edge.datasets import load_prompts
+
+pytestmark = pytest.mark.model
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "compare_drafters.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("compare_drafters", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fixed_budget_trees_decode_the_chat_rendered_prompts(smollm_path):
+    # the drafter is trained on, and the benchmarks measure, answers to chat-rendered prompts: τ is taken there
+    compare = _load_script()
+    drafter = str(drafters.shipped_drafter("smollm2-135m-instruct"))
+    got = compare.fixed_budget_trees(str(smollm_path), drafter, tree_budget=4, n_prompts=1, max_tokens=16, n_threads=1)
+    llm = EdgeFalcon(str(smollm_path), drafter=drafter, n_threads=1, n_ctx=2048, tree_budget=4,
+                     spec=SpecConfig(ngram_branches=0))
+    for name in compare.SETS:
+        tokens = llm.chat_tokens([{"role": "user", "content": load_prompts(name, 1)[0]}])
+        st = llm.generate(tokens, max_tokens=16).stats
+        assert got[name]["tau"] == pytest.approx((st.n_accepted + st.n_cycles) / st.n_cycles), name
