@@ -58,11 +58,11 @@ def _cache_file() -> Path:
     return cache_dir().parent / "verify-cost.json"
 
 
-def _key(model_path: Path, n_threads: int, n_batch: int, n_gpu_layers: int, path_head: bool) -> str:
+def _key(model_path: Path, n_threads: int, n_batch: int, n_gpu_layers: int, path_head: bool, flash_attn: bool) -> str:
     st = model_path.stat()
     system = hashlib.sha256(_native.llama_system_info().encode()).hexdigest()[:16]
     return (f"{model_path.resolve()}|{st.st_size}|{int(st.st_mtime)}|t{n_threads}|b{n_batch}|ngl{n_gpu_layers}|"
-            f"ph{int(path_head)}|{system}|m{METHOD}")
+            f"ph{int(path_head)}|fa{int(flash_attn)}|{system}|m{METHOD}")
 
 
 def n_max(n_gpu_layers: int) -> int:
@@ -71,15 +71,16 @@ def n_max(n_gpu_layers: int) -> int:
     return N_MAX_GPU if n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else N_MAX_CPU
 
 
-def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int, n_batch: int, n_gpu_layers: int) -> VerifyCost:
+def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int, n_batch: int, n_gpu_layers: int,
+                    flash_attn: bool) -> VerifyCost:
     """Returns the verify cost of this target and device, measuring (a few seconds) on first use.
 
     Args:
         engine: the engine whose context is measured (its KV cache is cleared).
         model_path: the target GGUF (part of the cache key).
-        n_threads, n_batch, n_gpu_layers: the context settings (part of the cache key).
+        n_threads, n_batch, n_gpu_layers, flash_attn: the context settings (part of the cache key).
     """
-    key = _key(model_path, n_threads, n_batch, n_gpu_layers, engine.path_head)
+    key = _key(model_path, n_threads, n_batch, n_gpu_layers, engine.path_head, flash_attn)
     path = _cache_file()
     try:
         cached = json.loads(path.read_text())

@@ -144,7 +144,8 @@ class EdgeFalcon:
         elif self.mode != "plain":
             # the curve sizes trees (tree_budget 0); the path head's costs decide which rows it computes together
             cost = cost_curve.load_or_measure(self._engine, self.target_path, n_threads=n_threads or os.cpu_count() or 1,
-                                              n_batch=self.context.n_batch, n_gpu_layers=n_gpu_layers)
+                                              n_batch=self.context.n_batch, n_gpu_layers=n_gpu_layers,
+                                              flash_attn=self.context.flash_attn)
             self._engine.set_verify_cost(cost.curve)
             self._engine.set_head_cost(*cost.head)
         eng = self._engine

@@ -46,7 +46,7 @@ def test_measured_curve_is_cached_and_starts_at_one(tiny_path, tmp_path, monkeyp
 @pytest.mark.parametrize("change", ["method", "range", "damaged"])
 def test_cached_curve_is_used_until_the_method_or_range_changes(tiny_path, tmp_path, monkeypatch, change):
     monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
-    key = cost_curve._key(Path(tiny_path), 2, 256, 0, True)
+    key = cost_curve._key(Path(tiny_path), 2, 256, 0, True, False)
     cached = [1.0] + [1.5] * (cost_curve.N_MAX_CPU - 1)
     (tmp_path / "verify-cost.json").write_text(json.dumps({key: {"curve": cached, "head": [0.25, 0.125]}}))
     engine = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine()
@@ -74,6 +74,15 @@ def test_curve_without_the_path_head_is_cached_apart(tiny_path, tmp_path, monkey
     assert without.head_cost() == (0.0, 0.0) and with_head.head_cost()[0] > 0
     cached = json.loads((tmp_path / "verify-cost.json").read_text())
     assert sorted(k.split("|")[6] for k in cached) == ["ph0", "ph1"]
+
+
+def test_curve_with_flash_attention_is_cached_apart(tiny_path, tmp_path, monkeypatch):
+    # flash attention changes what a tree's decode costs (most on a GPU): its curve is its own
+    monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
+    EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)
+    EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2, flash_attn=True)
+    cached = json.loads((tmp_path / "verify-cost.json").read_text())
+    assert sorted(k.split("|")[7] for k in cached) == ["fa0", "fa1"]
 
 
 def test_cache_drops_curves_of_deleted_models(tiny_path, tmp_path, monkeypatch):
