@@ -31,6 +31,8 @@ if [ "$missing" = 1 ]; then
     # --no-build-isolation: pip prepares the sdist's metadata with the build tools already installed (the venv has
     # scikit-build-core and cmake); in isolation, --no-binary :all: would build cmake itself from source first
     PY=${PYTHON:-$( [ -x "${VENV:-.venv}/bin/python" ] && echo "${VENV:-.venv}/bin/python" || echo python3 )}
+    # the cmake and ninja scripts/install.sh put in the venv, where the machine has none of its own
+    [ -d "${VENV:-.venv}/bin" ] && export PATH=$(cd "${VENV:-.venv}/bin" && pwd):$PATH
     "$PY" -m pip download -q --no-binary :all: --no-deps --no-build-isolation "$PIN" -d "$WORK"
     tar -xzf "$WORK"/llama_cpp_python-*.tar.gz -C "$WORK"
     SRC=$(echo "$WORK"/llama_cpp_python-*/vendor/llama.cpp)

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PY=$(cd "$VENV/bin" && pwd)/python # the venv interpreter, not the one it links to
+export PATH=$(dirname "$PY"):$PATH # the cmake and ninja scripts/install.sh put in the venv
 OUT=$PWD/build/sanitize
 TESTS=(tests/unit tests/convert tests/reliability
        tests/integration/test_tree_verify.py tests/integration/test_lossless_greedy.py
