@@ -78,6 +78,9 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
             row = {"plain": [], "spec": []}
             for i, mode in enumerate(_abba(repeats)):
                 run_seed = seed + i // 2  # _abba runs one plain and one spec per repeat
+                # every run a new request, as a user's is: the prompt prefilled anew and the drafter catching up on
+                # all of it (a second run would find both cached and skip the drafter's catch-up)
+                llm._native_engine().reset()
                 res = llm.generate(tokens, max_tokens=max_tokens, temperature=temperature, seed=run_seed,
                                    speculative=mode == "spec")
                 row[mode].append(dict(res.stats.as_dict(), seed=run_seed, text=res.text, tokens=res.tokens))

@@ -29,6 +29,8 @@ def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
             assert all(s["mode"] == "plain" for s in row["plain"]) and all(s["mode"] == "ngram" for s in row["spec"])
             runs = row["plain"] + row["spec"]
             assert all(s["n_generated"] == len(s["tokens"]) > 0 and s["text"] for s in runs)
+            # every run is a new request: nothing of the prompt is cached, so a drafter catches up on all of it
+            assert all(s["n_prefill"] == s["n_prompt"] for s in runs)
             # greedy and lossless: a speculative run leaves the plain tokens only at a genuine tie (TIE_EPS of
             # tests/integration/test_lossless_quantized.py), and the report says where
             assert all(d["gap"] is not None and d["gap"] < 1.0 for d in row["divergences"]), row["divergences"]
