@@ -23,11 +23,11 @@ def _check(cond: bool, msg: str) -> None:
 
 
 # bool is an int subclass: without these checks a JSON ``true`` would pass as max_tokens 1 or temperature 1.0
-def _is_int(x) -> bool:
+def is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_number(x) -> bool:
+def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
@@ -54,16 +54,16 @@ class SamplingConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        _check(_is_number(self.temperature) and math.isfinite(self.temperature) and self.temperature >= 0,
+        _check(is_number(self.temperature) and math.isfinite(self.temperature) and self.temperature >= 0,
                f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        _check(_is_int(self.top_k), f"top_k must be an int, got {self.top_k!r}")
-        _check(_is_number(self.top_p) and 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p!r}")
-        _check(_is_number(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p!r}")
-        _check(_is_number(self.repeat_penalty) and self.repeat_penalty > 0,
+        _check(is_int(self.top_k), f"top_k must be an int, got {self.top_k!r}")
+        _check(is_number(self.top_p) and 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p!r}")
+        _check(is_number(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p!r}")
+        _check(is_number(self.repeat_penalty) and self.repeat_penalty > 0,
                f"repeat_penalty must be > 0, got {self.repeat_penalty!r}")
-        _check(_is_int(self.repeat_last_n) and self.repeat_last_n >= -1,
+        _check(is_int(self.repeat_last_n) and self.repeat_last_n >= -1,
                f"repeat_last_n must be an int >= -1, got {self.repeat_last_n!r}")
-        _check(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**64),
+        _check(self.seed is None or (is_int(self.seed) and 0 <= self.seed < 2**64),
                f"seed must be None or an int in [0, 2**64), got {self.seed!r}")
 
     def to_native(self) -> _native.SamplingParams:
@@ -200,7 +200,7 @@ class RequestConfig:
     spec: SpecConfig = field(default_factory=SpecConfig)
 
     def __post_init__(self) -> None:
-        _check(self.max_tokens is None or (_is_int(self.max_tokens) and self.max_tokens >= 1),
+        _check(self.max_tokens is None or (is_int(self.max_tokens) and self.max_tokens >= 1),
                f"max_tokens must be None or an int >= 1, got {self.max_tokens!r}")
         _check(all(isinstance(s, str) for s in self.stop), f"stop must be strings, got {self.stop!r}")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import llama_cpp
 
 from . import _native
+from .config import is_number
 from .models import cache_dir
 
 log = logging.getLogger("falcon_edge")
@@ -48,10 +49,6 @@ class VerifyCost:
 
     curve: list[float]
     head: tuple[float, float]
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _cache_file() -> Path:
@@ -92,7 +89,8 @@ def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int,
     # usable costs (an edited or damaged file: NaN, 0, negative), is measured again
     if (isinstance(entry, dict) and isinstance(entry.get("curve"), list) and len(entry["curve"]) == n_sizes
             and isinstance(entry.get("head"), list) and len(entry["head"]) == 2
-            and all(_is_number(c) and c > 0 for c in entry["curve"]) and all(_is_number(h) and h >= 0 for h in entry["head"])):
+            and all(is_number(c) and math.isfinite(c) and c > 0 for c in entry["curve"])
+            and all(is_number(h) and math.isfinite(h) and h >= 0 for h in entry["head"])):
         return VerifyCost(entry["curve"], tuple(entry["head"]))
     depth = min(N_DEPTH, engine.n_ctx - n_sizes - 1)
     log.info("measuring the verify-cost curve of %s (once per model and device)", model_path.name)
