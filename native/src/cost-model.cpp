@@ -185,6 +185,14 @@ void cost_model::start_probe() {
 }
 
 void cost_model::start_request() {
+    if (probe_every_ > 0 && gain_ <= MIN_GAIN) {
+        // the last request's drafter did not pay: this one's first probe comes after N_PROBE_FIRST cycles
+        // (later probes keep the spacing reached), so that a shorter answer skips the drafter's catch-up
+        // over the prompt too
+        n_probe_left_ = 0;
+        n_skipped_ = probe_every_ - N_PROBE_FIRST;
+        return;
+    }
     start_probe();
 }
 

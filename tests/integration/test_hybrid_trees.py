@@ -112,15 +112,38 @@ def test_drafter_that_does_not_pay_is_probed_ever_less_often(tiny_path, drafter_
     assert 0 < st.n_draft_passes <= 30
 
 
-def test_every_request_probes_the_drafter_afresh(tiny_path, drafter_path):
-    # the same engine: a long request gates the random drafter off (probes every 128th cycle by its end); the next,
-    # short request still drafts on its first cycles (a probe of 4), since what the drafter adds follows the text of
-    # each request
-    llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=[float(n) for n in range(1, 17)],
-                     spec=SpecConfig(ngram_branches=0))
-    long_prompt, short_prompt = load_prompts("gsm8k", 2)
-    assert llm.generate(long_prompt, max_tokens=400).stats.n_draft_passes > 0
+def _engine_with_rates(tiny_target, tmp_path, rate: float) -> EdgeFalcon:
+    """The random drafter with a file rate for every key: 1 values its first trees as sure to pay under the
+    steep curve, 0 as sure to fail (the same engine state otherwise)."""
+    model = make_tiny_drafter(tiny_target, read_target_meta(tiny_target.path), seed=7, block_size=2, n_layer=1)
+    path = write_drafter(checkpoint_of(model), tiny_target.path, tmp_path / f"rates-{rate}.gguf", outtype="f32",
+                         accept_rates=[rate] * gs.N_ACCEPT_KEYS, progress=False)
+    return EdgeFalcon(tiny_target.path, drafter=path, n_ctx=2048, n_threads=2, verify_cost=STEEP,
+                      spec=SpecConfig(ngram_branches=0))
+
+
+def test_a_request_after_a_paying_drafter_probes_at_once(tiny_target, tmp_path):
+    # the first request ends on its probe (4 cycles), before the random drafter's rejections bring the rates down
+    llm = _engine_with_rates(tiny_target, tmp_path, 1.0)
+    first, second = load_prompts("gsm8k", 2)
+    assert llm.generate(first, max_tokens=5).stats.n_drafted > 0
+    plain = llm.generate(second, max_tokens=12, speculative=False)
+    spec = llm.generate(second, max_tokens=12)
+    assert spec.tokens == plain.tokens
+    assert spec.stats.n_draft_passes > 0
+
+
+def test_a_request_after_a_drafter_that_did_not_pay_waits_16_cycles_to_probe(tiny_target, tmp_path):
+    # the first request of the engine probes at once and finds no gain; the next short request (fewer than 16 cycles)
+    # neither drafts nor catches the drafter up over its prompt, and a long one still probes, from its 16th cycle
+    llm = _engine_with_rates(tiny_target, tmp_path, 0.0)
+    first, short_prompt, long_prompt = load_prompts("gsm8k", 3)
+    assert llm.generate(first, max_tokens=12).stats.n_draft_passes >= 4
     plain = llm.generate(short_prompt, max_tokens=12, speculative=False)
     spec = llm.generate(short_prompt, max_tokens=12)
     assert spec.tokens == plain.tokens
-    assert spec.stats.n_draft_passes >= 4 and spec.stats.n_drafted == 0
+    assert spec.stats.n_draft_passes == 0
+    plain = llm.generate(long_prompt, max_tokens=64, speculative=False)
+    spec = llm.generate(long_prompt, max_tokens=64)
+    assert spec.tokens == plain.tokens
+    assert spec.stats.n_draft_passes >= 4
