@@ -198,6 +198,7 @@ static void bind_acceptance(nb::module_ & m) {
                                      "a proposer's calibrated acceptance rates (fe::acceptance_stats; see acceptance.h)")
         .def(nb::init<int32_t, double, double>(), "n_keys"_a, "decay"_a, "request_weight"_a)
         .def("rate", &fe::acceptance_stats::rate, "key"_a, "prior"_a)
+        .def("mean", &fe::acceptance_stats::mean, "key"_a, "prior"_a)
         .def("observe", [](fe::acceptance_stats & s, const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents,
                            const std::vector<int32_t> & buckets, uint8_t origin, int32_t accepted) {
                  const fe::tree t = fe::tree_from_parents(tokens, parents, origin, buckets);

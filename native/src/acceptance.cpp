@@ -12,12 +12,20 @@ static constexpr double PRIOR_WEIGHT = 4.0; // trials the prior counts for
 static constexpr double UCB_Z = 0.5;
 
 float acceptance_stats::rate(int32_t key, float prior) const {
+    return estimate(key, prior, UCB_Z);
+}
+
+float acceptance_stats::mean(int32_t key, float prior) const {
+    return estimate(key, prior, 0.0);
+}
+
+float acceptance_stats::estimate(int32_t key, float prior, double z) const {
     if (key < 0 || key >= n_keys()) {
         return prior;
     }
     const double n = n_trials_[key] + PRIOR_WEIGHT;
     const double mean = (n_success_[key] + PRIOR_WEIGHT * prior) / n;
-    const double long_run = std::min(1.0, mean + UCB_Z * std::sqrt(mean * (1.0 - mean) / n));
+    const double long_run = std::min(1.0, mean + z * std::sqrt(mean * (1.0 - mean) / n));
     if (request_weight_ <= 0.0) {
         return (float) long_run;
     }

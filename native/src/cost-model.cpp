@@ -185,19 +185,28 @@ void cost_model::start_probe() {
 }
 
 void cost_model::start_request() {
-    if (probe_every_ > 0 && gain_ <= MIN_GAIN) {
-        // the last request's drafter did not pay: this one's first probe comes after N_PROBE_FIRST cycles
-        // (later probes keep the spacing reached), so that a shorter answer skips the drafter's catch-up
-        // over the prompt too
-        n_probe_left_ = 0;
-        n_skipped_ = probe_every_ - N_PROBE_FIRST;
-        return;
-    }
     start_probe();
 }
 
-bool cost_model::worth_drafting() {
-    if (n_probe_left_ > 0 || curve_.empty()) {
+double cost_model::ceiling(float best_rate) const {
+    std::vector<float> chain(std::max(0, n_max() - 1));
+    float v = 1.0f;
+    for (float & value : chain) {
+        value = v *= best_rate;
+    }
+    int32_t n = 1;
+    return best_speed(chain, draft_cost(), n);
+}
+
+bool cost_model::worth_drafting(float best_rate) {
+    if (curve_.empty()) {
+        return true;
+    }
+    if (ceiling(best_rate) <= 1.0 + MIN_GAIN) {
+        n_probe_left_ = 0; // no probe could find a gain the best case does not hold
+        return false;
+    }
+    if (n_probe_left_ > 0) {
         return true;
     }
     if (gain_ > MIN_GAIN) {

@@ -756,7 +756,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         const double t0 = now_us();
         const int32_t n_nodes_max = std::min({budget, params_.n_batch, n_ctx() - n_past - 1});
         if (n_nodes_max > 1 && (dft != nullptr || ngram != nullptr)) {
-            const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting());
+            const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting(dft->best_rate()));
             if (drafted) {
                 dft->catch_up(n_nodes_max);
                 const double t_cycle = now_us();

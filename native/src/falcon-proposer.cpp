@@ -23,6 +23,18 @@ void falcon_proposer::observe(const tree & t, const std::vector<int32_t> & path)
     stats_.observe(t, path, ORIGIN_DRAFTER);
 }
 
+float falcon_proposer::best_rate() const {
+    const std::vector<float> & prior = dft_->hparams().accept_rates;
+    if (prior.empty()) {
+        return 1.0f;
+    }
+    float best = 0.0f;
+    for (int32_t key = 0; key < (int32_t) prior.size(); ++key) {
+        best = std::max(best, stats_.mean(key, prior[key]));
+    }
+    return best;
+}
+
 int32_t falcon_proposer::reset(int32_t n_keep) {
     const int32_t kept = std::min(n_keep, dft_->n_pairs());
     dft_->truncate(kept);

@@ -35,6 +35,16 @@ def test_an_unseen_key_reads_its_prior_optimistically():
     assert stats.rate(1, 0.5) == pytest.approx(0.625, abs=1e-6)  # keys are learned apart
 
 
+def test_the_mean_is_the_estimate_without_the_optimism():
+    # what the drafter's ceiling reads: the prior itself for an unseen key, the learned rate for a well-tried one
+    stats = _native.AcceptanceStats(2, DECAY, 0.0)
+    assert stats.mean(0, 0.5) == pytest.approx(0.5, abs=1e-6)
+    assert stats.rate(0, 0.5) == pytest.approx(0.625, abs=1e-6)
+    _learn(stats, 0, 400, every_failed=5)
+    assert stats.mean(0, 0.5) == pytest.approx(0.8, abs=0.01)
+    assert 0 < stats.rate(0, 0.5) - stats.mean(0, 0.5) < 0.02
+
+
 def test_only_nodes_whose_parent_was_accepted_are_trials():
     stats = _native.AcceptanceStats(2, DECAY, REQUEST_WEIGHT)
     for _ in range(50):

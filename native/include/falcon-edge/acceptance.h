@@ -46,6 +46,9 @@ public:
 
     // optimistic estimate of P(accepted | parent accepted) for `key`, prior mean `prior`
     float rate(int32_t key, float prior) const;
+    // the same estimate without the optimism: what a node of `key` is expected to be worth (the prior
+    // itself for a key never tried)
+    float mean(int32_t key, float prior) const;
 
     // counts the trials of the nodes of tree t offered by `origin`, given the accepted path
     // (tree_path of the accepted node, the root first)
@@ -57,6 +60,9 @@ public:
     int32_t n_keys() const { return (int32_t) n_trials_.size(); }
 
 private:
+    // the estimate read `z` standard errors up
+    float estimate(int32_t key, float prior, double z) const;
+
     double decay_;
     double request_weight_;
     std::vector<double> n_trials_;  // [n_keys]

@@ -21,13 +21,17 @@
 // that gain stays under 2% it is skipped and drafts only on probes to re-check: 4 consecutive cycles
 // whose mean gain replaces the running one (what the drafter adds differs from one position to the
 // next, so one cycle is too noisy to rest a decision on), every 16th cycle at first, every 32nd, 64th,
-// ... up to every 256th after probes that found no gain, every 16th again after one that did. A
-// request probes early, since what the drafter adds over n-gram lookup follows the text (code, chat,
-// arithmetic): on its first cycles, or on its 16th where the drafter did not pay at the end of the
-// last request. The first probe of a request pays the drafter's catch-up over the prompt (~0.5 ms a
-// token for Qwen2.5-1.5B's drafter on 2 CPU cores, 2-3 Q4_K_M tokens for a 300-token prompt), so the
-// wait spares it to the short answers of a target the drafter does not speed up. The node values the
-// gain is computed from (the calibration) and the probe spacing keep their memory across requests.
+// ... up to every 256th after probes that found no gain, every 16th again after one that did. The
+// first cycles of every request are a probe, since what the drafter adds over n-gram lookup follows
+// the text (code, chat, arithmetic); the node values it is computed from (the calibration) and the
+// probe spacing keep their memory across requests, so a run of requests where the drafter does not
+// pay costs about one probe each. Where even the drafter's best case cannot pay (ceiling: every node
+// as likely as its best calibrated key is expected to be, d counted), no probe runs at all, so no
+// request pays the drafter's catch-up over its prompt either (~0.5 ms a token for Qwen2.5-1.5B's
+// drafter on 2 CPU cores): on a steep curve (a Q4_K_M target on a CPU) the drafter is then off and
+// n-gram lookup drafts alone. The ceiling follows the curve, d and the rates (whose keys, once no
+// longer tried, age back towards the drafter file's held-out priors: acceptance.h); d is unknown
+// (0) until the drafter has run once, so an engine's first request probes.
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -85,11 +89,16 @@ public:
     // running gain of its tree, its draft_cost() counted, over the tree without its nodes
     void record_gain(const tree & t, uint8_t costly);
 
-    // a new request: its first cycles probe (its 16th onwards while the drafter does not pay), and the
-    // gain measured there replaces the running one
+    // a new request: its first cycles probe, and the gain measured there replaces the running one
     void start_request();
-    // whether the costly proposer is expected to pay (probes every so often while it does not)
-    bool worth_drafting();
+    // whether the costly proposer is expected to pay (probes every so often while it does not); never
+    // where even its best case cannot pay (ceiling)
+    bool worth_drafting(float best_rate);
+    // the best expected speed (relative to plain decoding) of any tree of the costly proposer, its
+    // draft_cost() counted, when each node is worth at most `best_rate` times its parent: a chain of
+    // values best_rate, best_rate^2, ... (a position has one right token, so its candidates' chances add
+    // up to at most the best rate, and siblings that split it are worth less than one node holding it)
+    double ceiling(float best_rate) const;
 
 private:
     // learns c(n) from a decode of n <= n_max nodes, relative to the running one-node decode time

@@ -39,6 +39,10 @@ public:
                const sampling_params & smp, rng & r, tree & out) override;
     void observe(const tree & t, const std::vector<int32_t> & path) override;
     int32_t n_passes() const override { return n_passes_; }
+    // the best key's expected rate (acceptance_stats::mean, not the optimistic rate that gets keys
+    // tried) where the drafter file gives held-out rates; 1 without them (the prior of a node is then
+    // its own drafter probability, which nothing bounds below 1)
+    float best_rate() const override;
 
     const drafter & get_drafter() const { return *dft_; }
 

@@ -45,6 +45,10 @@ public:
 
     // drafter forward passes run so far (statistics); a proposer without passes drafts for free
     virtual int32_t n_passes() const { return 0; }
+
+    // the most a node it offers is expected to be worth relative to its parent: its best calibrated
+    // acceptance rate over all keys (1: nothing known bounds it)
+    virtual float best_rate() const { return 1.0f; }
 };
 
 } // namespace fe
