@@ -95,6 +95,37 @@ def _stream_flag(body: dict) -> bool:
     return bool(stream)
 
 
+def _include_usage(body: dict, stream: bool) -> bool:
+    """``stream_options.include_usage``: whether a stream ends with a chunk of its own, ``choices`` empty, for
+    ``usage`` (OpenAI's form). Without it the usage rides on the chunk that carries ``finish_reason``."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not stream:
+        raise ValueError(f"stream_options is only allowed with stream true, got stream {body.get('stream')!r}")
+    if not isinstance(options, dict):
+        raise ValueError(f"stream_options must be an object, got {options!r:.80}")
+    include = options.get("include_usage")
+    if include not in (None, True, False):
+        raise ValueError(f"stream_options.include_usage must be a boolean, got {include!r:.80}")
+    return bool(include)
+
+
+def _usage_chunk_last(chunks: Iterator[dict]) -> Iterator[dict]:
+    """The stream of ``chunks`` with its usage moved from the finishing chunk (usage null there) to one more chunk
+    after it, whose ``choices`` are empty."""
+    try:
+        for chunk in chunks:
+            usage = chunk.get("usage")
+            if usage is None:
+                yield chunk
+                continue
+            yield {**chunk, "usage": None}
+            yield {k: chunk[k] for k in ("id", "object", "created", "model")} | {"choices": [], "usage": usage}
+    finally:
+        chunks.close()
+
+
 def _text_completion(cid: str, created: int, model: str, text: str, finish_reason: str | None, **extra) -> dict:
     """An OpenAI ``text_completion`` object (or streamed chunk) with one choice."""
     out = {"id": cid, "object": "text_completion", "created": created, "model": model,
@@ -154,6 +185,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._dispatch("PATCH")
 
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
     def log_message(self, format: str, *args) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
@@ -165,13 +202,17 @@ class _Handler(BaseHTTPRequestHandler):
             if route is None:
                 endpoints = ", ".join(ROUTES)
                 raise ApiError(HTTPStatus.NOT_FOUND, f"no endpoint {path}: endpoints are {endpoints}", "not_found")
-            if method not in route:
-                allowed = ", ".join(route)
+            allowed = ", ".join([*route, *(["HEAD"] if "GET" in route else []), "OPTIONS"])
+            if method == "OPTIONS":
+                self._send_empty(HTTPStatus.NO_CONTENT, {"Allow": allowed})
+                return
+            handler = route.get("GET" if method == "HEAD" else method)
+            if handler is None:
                 raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED, f"method {method} not allowed on {path}: use {allowed}",
                                "method_not_allowed", headers={"Allow": allowed})
             if path != "/health":
                 self._check_api_key()
-            route[method](self, raw)
+            handler(self, raw)
         except (ConnectionError, TimeoutError):
             raise  # the client is gone or stuck: nothing can be answered (see FalconServer.handle_error)
         except Exception as e:  # noqa: BLE001 (every failure becomes a JSON error; the connection keeps serving)
@@ -241,13 +282,21 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # HEAD: GET's status and headers, no body
+            self.wfile.write(data)
 
-    def _send_result(self, result: dict | Iterator[dict]) -> None:
+    def _send_empty(self, status: HTTPStatus, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def _send_result(self, result: dict | Iterator[dict], include_usage: bool) -> None:
         if isinstance(result, dict):
             self._send_json(HTTPStatus.OK, result)
         else:
-            self._send_stream(result)
+            self._send_stream(_usage_chunk_last(result) if include_usage else result)
 
     def _send_stream(self, chunks: Iterator[dict]) -> None:
         """Sends chunks as server-sent events, then ``data: [DONE]``; a client that goes away stops the generation."""
@@ -292,12 +341,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat_completions(self, raw: bytes) -> None:
         body = self._json_body(raw)
         kwargs, stream = _generation_kwargs(body), _stream_flag(body)
+        include_usage = _include_usage(body, stream)
         with self.server.generation_lock:
-            self._send_result(self.server.llm.chat(body.get("messages"), stream=stream, **kwargs))
+            self._send_result(self.server.llm.chat(body.get("messages"), stream=stream, **kwargs), include_usage)
 
     def _completions(self, raw: bytes) -> None:
         body = self._json_body(raw)
         kwargs, stream = _generation_kwargs(body), _stream_flag(body)
+        include_usage = _include_usage(body, stream)
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]  # the OpenAI client's batch form with one prompt
@@ -305,7 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise TypeError(f"prompt must be a string or a list of token ids, got {prompt!r}")
         llm = self.server.llm
         with self.server.generation_lock:
-            self._send_result(_completion_stream(llm, prompt, kwargs) if stream else _completion(llm, prompt, kwargs))
+            self._send_result(_completion_stream(llm, prompt, kwargs) if stream else _completion(llm, prompt, kwargs),
+                              include_usage)
 
 
 ROUTES = {

@@ -68,6 +68,39 @@ def test_chat_stream_matches_non_streaming(client):
     assert last.model_extra["falcon"]["n_generated"] == last.usage.completion_tokens
 
 
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_stream_include_usage_ends_with_a_usage_chunk(client, api):
+    # OpenAI's form: every chunk but the last has usage null; the last has no choices and the usage of the request
+    options = {"stream": True, "stream_options": {"include_usage": True}, **GREEDY}
+    if api == "chat":
+        whole = client.chat.completions.create(messages=MESSAGES, **GREEDY)
+        stream = client.chat.completions.create(messages=MESSAGES, **options)
+    else:
+        whole = client.completions.create(prompt="Name three colors.", **GREEDY)
+        stream = client.completions.create(prompt="Name three colors.", **options)
+    with stream:
+        chunks = list(stream)
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"include_usage": "yes"}, "stream_options.include_usage must be a boolean, got 'yes'"),
+    ([True], "stream_options must be an object, got [True]"),
+])
+def test_bad_stream_options_are_400(server, options, match):
+    body = {"messages": MESSAGES, "max_tokens": 2, "stream": True, "stream_options": options}
+    status, _, got = _raw(server, "POST", "/v1/chat/completions", json.dumps(body).encode())
+    assert (status, got["error"]["message"]) == (400, match)
+
+
+def test_stream_options_without_stream_are_400(server):
+    body = {"messages": MESSAGES, "max_tokens": 2, "stream_options": {"include_usage": True}}
+    status, _, got = _raw(server, "POST", "/v1/chat/completions", json.dumps(body).encode())
+    assert (status, got["error"]["message"]) == (400, "stream_options is only allowed with stream true, got stream None")
+
+
 def test_completions_match_engine_greedy(server, client):
     prompt = "def fibonacci(n):"
     resp = client.completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=12)
@@ -173,8 +206,35 @@ def test_bad_model_field_is_400_naming_it(server):
 def test_wrong_method_names_the_allowed_one(server):
     status, headers, body = _raw(server, "GET", "/v1/chat/completions")
     assert status == 405
-    assert headers["Allow"] == "POST"
-    assert "use POST" in body["error"]["message"]
+    assert headers["Allow"] == "POST, OPTIONS"
+    assert "use POST, OPTIONS" in body["error"]["message"]
+
+
+def test_head_answers_get_headers_without_a_body(server):
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=120)
+    try:
+        conn.request("HEAD", "/v1/models")
+        head = conn.getresponse()
+        assert (head.status, head.read()) == (200, b"")
+        # the same connection goes on: no stray body was sent after the headers
+        conn.request("GET", "/v1/models")
+        get = conn.getresponse()
+        body = get.read()
+        assert get.status == 200 and json.loads(body)["data"][0]["id"] == MODEL
+        assert head.getheader("Content-Length") == str(len(body))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path, allowed", [("/health", "GET, HEAD, OPTIONS"), ("/v1/completions", "POST, OPTIONS")])
+def test_options_lists_the_allowed_methods(server, path, allowed):
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=120)
+    try:
+        conn.request("OPTIONS", path)
+        resp = conn.getresponse()
+        assert (resp.status, resp.getheader("Allow"), resp.read()) == (204, allowed, b"")
+    finally:
+        conn.close()
 
 
 def test_api_key(make_server):
