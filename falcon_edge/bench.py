@@ -121,14 +121,19 @@ def _abba(repeats: int) -> list[str]:
 
 def _summary(rows: list[dict]) -> dict:
     """Per-dataset figures over every run of every prompt (rows: {"plain": [stats], "spec": [stats]})."""
-    plain = [s for r in rows for s in r["plain"]]
-    spec = [s for r in rows for s in r["spec"]]
+    # speeds are read on the prompts where every run decoded: an answer that ends on its first token (sampled from
+    # the prefill's logits) has no decoding time to divide by
+    timed = [r for r in rows if all(s["n_cycles"] > 0 for s in r["plain"] + r["spec"])]
+    if not timed:
+        raise ValueError(f"no prompt of {len(rows)} decoded past its first token in every run: no speed to compare")
+    plain = [s for r in timed for s in r["plain"]]
+    spec = [s for r in timed for s in r["spec"]]
 
     def steps(runs):
         # decode cost in plain steps by the verify-cost curve (the path head's calls included), the drafting
         # converted at each run's own pace
         return sum(s["verify_units"] * (1.0 + s["t_draft_s"] / (s["t_verify_s"] + s.get("t_head_s", 0.0)))
-                   for s in runs if s["n_cycles"] > 0)
+                   for s in runs)
 
     t_plain, t_spec = _decode_s(plain), _decode_s(spec)
     steps_plain, steps_spec = steps(plain), steps(spec)
@@ -138,11 +143,12 @@ def _summary(rows: list[dict]) -> dict:
     drafted = sum(s["n_drafted"] for s in spec)
     passes = sum(s["n_draft_passes"] for s in spec)
     per_prompt = [(sum(s["n_generated"] for s in r["spec"]) / _decode_s(r["spec"]))
-                  / (sum(s["n_generated"] for s in r["plain"]) / _decode_s(r["plain"])) for r in rows]
+                  / (sum(s["n_generated"] for s in r["plain"]) / _decode_s(r["plain"])) for r in timed]
     return {
         "n_prompts": len(rows),
+        "n_prompts_timed": len(timed),
         # how far plain runs of one prompt differ from each other: the host's noise, against which "speedup" is read
-        "plain_noise": _plain_noise(rows),
+        "plain_noise": _plain_noise(timed),
         "plain_tokens_per_s": n_plain / t_plain,
         "spec_tokens_per_s": n_spec / t_spec,
         "speedup": (n_spec / t_spec) / (n_plain / t_plain),
@@ -204,8 +210,8 @@ def format_table(report: dict) -> str:
         for i, r in enumerate(d["rows"]):
             for dv in r.get("divergences", []):
                 gap = "an end of generation" if dv["gap"] is None else f"a top-2 logit gap of {dv['gap']:.3f}"
-                lines.append(f"  {name} prompt {i}: speculative run {dv['run']} leaves the plain tokens at {dv['at']}, "
-                             f"{gap}")
+                lines.append(f"  {name} prompt {report.get('first_prompt', 0) + i}: speculative run {dv['run']} leaves "
+                             f"the plain tokens at {dv['at']}, {gap}")
     return "\n".join(lines)
 
 

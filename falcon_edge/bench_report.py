@@ -60,7 +60,15 @@ def _conditions(r: dict) -> str:
     busy = f" — **measured under load**: other jobs shared the cores (1-min load {load:.2f} before the run)" \
         if load > BUSY_LOAD else f"; 1-min load {load:.2f} before the run (idle)"
     return (f"{r['machine']}, {r['n_cpu']} cores, threads {r['n_threads']}; commit {r['commit']}; {r['date']}; "
-            f"{r['n_prompts']} prompts per set, {r['max_tokens']} tokens, greedy, n_ctx {r['n_ctx']}{busy}")
+            f"{_prompt_span(r)}, {r['max_tokens']} tokens, greedy, n_ctx {r['n_ctx']}{busy}")
+
+
+def _prompt_span(r: dict) -> str:
+    """Which prompts ran: a set's count falls short of the requested one where its prompts end first."""
+    first = r.get("first_prompt", 0)
+    counts = [d["n_prompts"] for d in r["datasets"].values()]
+    n = counts[0] if len(set(counts)) == 1 else f"{min(counts)}-{max(counts)}"
+    return f"prompts per set: {n}" + (f" (from prompt {first})" if first else "")
 
 
 def _regime_section(r: dict, img_rel: str) -> list[str]:

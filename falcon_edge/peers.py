@@ -347,7 +347,7 @@ def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_
     rows_of: dict[str, list[dict]] = {}
     for ds, ds_prompts in prompts.items():
         rows = rows_of[ds] = []
-        for i, prompt in enumerate(tqdm(ds_prompts, desc=ds, disable=not progress)):
+        for i, prompt in enumerate(tqdm(ds_prompts, desc=ds, disable=not progress), start=first_prompt):
             text = plain.template.render([{"role": "user", "content": prompt}])
             tokens = plain._native_engine().tokenize(text, False, True)
             if len(tokens) + max_tokens + 1 > n_ctx:

@@ -104,6 +104,15 @@ def test_report_is_json_and_rebuilds_the_document(report, tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
 
 
+def test_a_set_that_ends_first_runs_and_reports_the_prompts_it_has(smollm_path):
+    # HumanEval holds 164 problems: from the last, two requested prompts are one, indexed as in the file
+    report = peers.run(str(smollm_path), ["humaneval"], 2, 4, n_threads=N_THREADS, methods=["plain"], n_ctx=1024,
+                       commit="test", first_prompt=163, progress=False)
+    d = report["datasets"]["humaneval"]
+    assert (d["n_prompts"], [r["prompt_index"] for r in d["rows"]]) == (1, [163])
+    assert "prompts per set: 1 (from prompt 163)," in bench_report._conditions(report)
+
+
 def test_cli_writes_json_and_report(smollm_path, tmp_path):
     doc = tmp_path / "benchmarks.md"
     proc = subprocess.run(

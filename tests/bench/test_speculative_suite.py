@@ -105,6 +105,20 @@ def test_first_prompt_selects_the_prompts_that_run(smollm_path):
     assert n_prompt < first["datasets"]["gsm8k"]["rows"][0]["plain"][0]["n_prompt"]
 
 
+def test_answers_that_end_on_their_first_token_are_left_out_of_the_speeds(smollm_path):
+    # one token is sampled from the prefill's logits: no decoding time to divide by
+    with pytest.raises(ValueError, match="no prompt of 2 decoded past its first token in every run"):
+        bench.run(str(smollm_path), "ngram", ["gsm8k"], 2, 1, n_threads=1, repeats=1, progress=False)
+    report = bench.run(str(smollm_path), "ngram", ["gsm8k"], 1, 6, n_threads=1, repeats=1, first_prompt=2, progress=False)
+    timed = report["datasets"]["gsm8k"]
+    short = [{mode: [{**s, "n_generated": 1, "tokens": s["tokens"][:1], "n_cycles": 0, "t_total_s": s["t_prefill_s"]}
+                     for s in row[mode]] for mode in ("plain", "spec")} | {"divergences": []} for row in timed["rows"]]
+    mixed = bench._summary(short + timed["rows"])
+    assert (mixed["n_prompts"], mixed["n_prompts_timed"]) == (2, 1)
+    assert (mixed["speedup"], mixed["speedup_per_prompt"], mixed["tau"]) == \
+        (timed["speedup"], timed["speedup_per_prompt"], timed["tau"])
+
+
 def test_repeats_must_be_positive(smollm_path):
     with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
         bench.run(str(smollm_path), "ngram", ["gsm8k"], 1, 4, repeats=0, progress=False)
