@@ -8,7 +8,6 @@ per verified chunk.
 from __future__ import annotations
 
 import codecs
-import concurrent.futures
 import dataclasses
 import os
 import queue
@@ -18,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import _native, compute_thread, cost_curve, drafters, models, trees
+from . import _native, cost_curve, drafters, models, trees
 from .chat_template import ChatTemplate
 from .config import ContextConfig, RequestConfig, SamplingConfig, SpecConfig
 from .errors import ModelLoadError
@@ -112,7 +111,7 @@ class EdgeFalcon:
         self.seed = seed
         self.target_path = models.resolve_model(target)
         self.model_name = str(target) if models.is_registry_name(str(target)) else self.target_path.name
-        self._engine = compute_thread.call(_native.Engine, str(self.target_path), self.context.to_native())
+        self._engine = _native.Engine(str(self.target_path), self.context.to_native())
         self.drafter_path: Path | None = None
         if str(drafter) == "auto":
             drafter = drafters.shipped_drafter(str(target)) if models.is_registry_name(str(target)) else None
@@ -124,7 +123,7 @@ class EdgeFalcon:
             self.drafter_path = Path(drafter)
             if not self.drafter_path.is_file():
                 raise ModelLoadError(f"drafter file {self.drafter_path} does not exist")
-            compute_thread.call(self._engine.load_drafter, str(self.drafter_path), n_threads or 0)
+            self._engine.load_drafter(str(self.drafter_path), n_threads or 0)
             self.mode = "falcon"
         else:
             raise ValueError(f"drafter must be 'auto', None, 'ngram' or a falcon-sar GGUF path, got {drafter!r}")
@@ -144,9 +143,9 @@ class EdgeFalcon:
             self._engine.set_verify_cost([float(c) for c in verify_cost])
         elif self.mode != "plain":
             # the curve sizes trees (tree_budget 0); the path head's costs decide which rows it computes together
-            cost = compute_thread.call(cost_curve.load_or_measure, self._engine, self.target_path,
-                                       n_threads=n_threads or os.cpu_count() or 1, n_batch=self.context.n_batch,
-                                       n_gpu_layers=n_gpu_layers, flash_attn=self.context.flash_attn)
+            cost = cost_curve.load_or_measure(self._engine, self.target_path, n_threads=n_threads or os.cpu_count() or 1,
+                                              n_batch=self.context.n_batch, n_gpu_layers=n_gpu_layers,
+                                              flash_attn=self.context.flash_attn)
             self._engine.set_verify_cost(cost.curve)
             self._engine.set_head_cost(*cost.head)
         eng = self._engine
@@ -242,19 +241,8 @@ class EdgeFalcon:
         params = req.to_native()
         if req.sampling.seed is None and self.seed is not None:
             params.sampling.seed = self.seed
-        stop = threading.Event()
-
-        def step(new_tokens, text: bytes) -> bool:
-            return (on_chunk is None or on_chunk(new_tokens, text)) and not stop.is_set()
-
-        # on the compute thread (compute_thread.py); Ctrl-C while waiting here stops the native loop at its next step
-        future = compute_thread.submit(self._native_engine().generate, tokens, params, step)
-        try:
-            res = future.result()
-        except BaseException:
-            stop.set()
-            concurrent.futures.wait([future])
-            raise
+        # a callback on every step, even a no-op, lets Ctrl-C (KeyboardInterrupt) stop the native loop promptly
+        res = self._native_engine().generate(tokens, params, on_chunk or (lambda _tokens, _text: True))
         return GenerationResult(
             text=res.text.decode("utf-8", "replace"),
             tokens=list(res.tokens),
@@ -343,7 +331,7 @@ class EdgeFalcon:
         }
 
     def _stream(self, tokens: list[int], req: RequestConfig) -> Iterator[StreamChunk]:
-        """Runs the request on the compute thread and yields its text as each verification step lands."""
+        """Runs the request on a worker thread and yields its text as each verification step lands."""
         pieces: queue.Queue = queue.Queue()
         stop_flag = threading.Event()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -361,7 +349,8 @@ class EdgeFalcon:
                 pieces.put(("error", e))
 
         def gen() -> Iterator[StreamChunk]:
-            future = compute_thread.submit(worker)
+            thread = threading.Thread(target=worker, daemon=True)
+            thread.start()
             try:
                 while True:
                     kind, value = pieces.get()
@@ -374,7 +363,7 @@ class EdgeFalcon:
                         return
             finally:
                 stop_flag.set()
-                concurrent.futures.wait([future])
+                thread.join()
 
         return gen()
 

@@ -26,7 +26,7 @@ from llama_cpp import Llama
 from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 from tqdm import tqdm
 
-from . import __version__, compute_thread, drafters, llama_tools, models
+from . import __version__, drafters, llama_tools, models
 from .datasets import load_prompts
 from .engine import EdgeFalcon
 from .errors import ToolOutputError, ToolsNotFoundError
@@ -161,20 +161,15 @@ class _LlamaCppPeer:
         self.max_tokens = s.max_tokens
         self.draft = _CountingLookup(PLD_MAX_NGRAM_SIZE, PLD_NUM_PRED_TOKENS) if pld else None
         # a draft model needs logits_all=True in the constructor (llama-cpp-notes.md §6: scores has n_batch rows else)
-        # on the compute thread, like our own engines: one OpenMP team in the process (compute_thread.py)
-        self.llm = compute_thread.call(Llama, model_path=str(s.target), n_ctx=s.n_ctx, n_threads=s.n_threads,
-                                       n_threads_batch=s.n_threads, logits_all=pld, draft_model=self.draft, verbose=False)
+        self.llm = Llama(model_path=str(s.target), n_ctx=s.n_ctx, n_threads=s.n_threads, n_threads_batch=s.n_threads,
+                         logits_all=pld, draft_model=self.draft, verbose=False)
         self.generate(self.llm.tokenize(b"Hello"), WARMUP_TOKENS)
 
     def __call__(self, _text: str, tokens: list[int]) -> Row:
         return self.generate(tokens, self.max_tokens)
 
     def generate(self, tokens: list[int], max_tokens: int) -> Row:
-        """Greedy generation of at most ``max_tokens`` after ``tokens`` (on the compute thread); returns the row of
-        :data:`Row`."""
-        return compute_thread.call(self._generate, tokens, max_tokens)
-
-    def _generate(self, tokens: list[int], max_tokens: int) -> Row:
+        """Greedy generation of at most ``max_tokens`` after ``tokens``; returns the row of :data:`Row`."""
         calls0, drafted0 = (self.draft.n_calls, self.draft.n_drafted) if self.draft else (0, 0)
         out: list[int] = []
         n_emitted = 0  # the end-of-generation token included: its decode is timed too
@@ -331,8 +326,7 @@ def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_
 
     # every node's logits from the decode: the curve of the report is that of llama.cpp's own verification
     plain = EdgeFalcon(target_path, n_ctx=n_ctx, n_threads=n_threads, path_head=False)
-    times = compute_thread.call(plain._native_engine().measure_verify_cost, VERIFY_COST_N_MAX, VERIFY_COST_REPS,
-                                VERIFY_COST_DEPTH)
+    times = plain._native_engine().measure_verify_cost(VERIFY_COST_N_MAX, VERIFY_COST_REPS, VERIFY_COST_DEPTH)
     runners, skipped = _open_runners(names, s, plain)
     report = {
         "suite": "peers", "target": str(target), "target_file": target_path.name,

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import compute_thread
 from .data import Encoded
 
 log = logging.getLogger("falcon_edge.train")
@@ -106,7 +105,7 @@ def extract(llm, encoded: Sequence[Encoded], out_dir: str | os.PathLike, *, shar
         part = encoded[s * shard_size : (s + 1) * shard_size]
         feats = []
         for e in part:
-            raw = compute_thread.call(eng.features, [int(t) for t in e.tokens])
+            raw = eng.features([int(t) for t in e.tokens])
             f = np.frombuffer(raw, dtype=np.float32).reshape(len(e.tokens), n_embd)  # [n, H]
             feats.append(f.astype(np.float16))
             bar.update(len(e.tokens))
