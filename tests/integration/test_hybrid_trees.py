@@ -149,10 +149,10 @@ def test_a_drafter_whose_best_case_cannot_pay_never_runs(tiny_target, tmp_path, 
 
 
 def test_the_ceiling_counts_the_drafters_measured_cost(tiny_path, drafter_path):
-    # each node costs 0.9 steps: a chain of sure nodes would pay for free (16 tokens for 14.5 steps), not at the
-    # random drafter's cost (about 2 tiny-target steps a cycle), so it drafts on the first cycles, until that cost is
-    # measured, and never again, in this request or the next
-    linear = [1.0 + 0.9 * n for n in range(16)]
+    # each node costs 0.95 steps: a chain of sure nodes would pay for free (16 tokens for 15.25 steps), not once a
+    # cycle's drafting costs more than 0.44 of a step (the random drafter's costs about 2 tiny-target steps), so it
+    # drafts on the first cycles, until that cost is measured, and never again, in this request or the next
+    linear = [1.0 + 0.95 * n for n in range(16)]
     llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=linear,
                      spec=SpecConfig(ngram_branches=0))
     first, second = load_prompts("gsm8k", 2)
