@@ -79,16 +79,21 @@ def test_calibrated_ngram_trees_pay_under_a_steep_curve(tiny_path, prompts):
     assert sum(s.n_accepted for s in stats) > 0.6 * sum(s.n_drafted for s in stats)
 
 
+def _rates_drafter(tiny_target, tmp_path, rate: float | None):
+    """The random drafter with the held-out rate `rate` for every key in its file (None: no rates): no node it drafts
+    is valued above that rate times its parent, and the ceiling reads it so."""
+    model = make_tiny_drafter(tiny_target, read_target_meta(tiny_target.path), seed=7, block_size=2, n_layer=1)
+    return write_drafter(checkpoint_of(model), tiny_target.path, tmp_path / f"rates-{rate}.gguf", outtype="f32",
+                         accept_rates=None if rate is None else [rate] * gs.N_ACCEPT_KEYS, progress=False)
+
+
 @pytest.mark.parametrize(("rates", "drafts"), [(None, False), (1.0, True), (0.0, False)])
 def test_the_drafter_files_rates_value_the_first_trees(tiny_path, tiny_target, tmp_path, rates, drafts):
     # a fresh engine values drafted nodes by the file's held-out acceptance rates where it has them: rates of 1 make
     # the first trees pay under the steep curve, where the random drafter's own low probabilities (the prior without
     # rates) and rates of 0 do not; with calibration the drafter is then learned online as before
-    model = make_tiny_drafter(tiny_target, read_target_meta(tiny_target.path), seed=7, block_size=2, n_layer=1)
-    accept_rates = None if rates is None else [rates] * gs.N_ACCEPT_KEYS
-    path = write_drafter(checkpoint_of(model), tiny_target.path, tmp_path / "d.gguf", outtype="f32",
-                         accept_rates=accept_rates, progress=False)
-    llm = EdgeFalcon(tiny_path, drafter=path, n_ctx=512, n_threads=2, verify_cost=STEEP, spec=SpecConfig(ngram_branches=0))
+    llm = EdgeFalcon(tiny_path, drafter=_rates_drafter(tiny_target, tmp_path, rates), n_ctx=512, n_threads=2,
+                     verify_cost=STEEP, spec=SpecConfig(ngram_branches=0))
     prompt = load_prompts("mt-bench", 1)[0]
     plain = llm.generate(prompt, max_tokens=6, speculative=False)
     spec = llm.generate(prompt, max_tokens=6)
@@ -123,14 +128,6 @@ def test_every_request_probes_the_drafter_afresh(tiny_path, drafter_path):
     spec = llm.generate(short_prompt, max_tokens=12)
     assert spec.tokens == plain.tokens
     assert spec.stats.n_draft_passes >= 4
-
-
-def _rates_drafter(tiny_target, tmp_path, rate: float):
-    """The random drafter with the held-out rate `rate` for every key in its file: no node it drafts is valued above
-    that rate times its parent, and the ceiling reads it so."""
-    model = make_tiny_drafter(tiny_target, read_target_meta(tiny_target.path), seed=7, block_size=2, n_layer=1)
-    return write_drafter(checkpoint_of(model), tiny_target.path, tmp_path / f"rates-{rate}.gguf", outtype="f32",
-                         accept_rates=[rate] * gs.N_ACCEPT_KEYS, progress=False)
 
 
 @pytest.mark.parametrize(("curve", "runs"), [(STEEP, False), (CHEAP, True)])
