@@ -6,6 +6,8 @@
 #include "falcon-edge/errors.h"
 #include "falcon-edge/gguf-schema.h"
 
+#include "compute-guard.h"
+
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/function.h>
 #include <nanobind/stl/map.h>
@@ -87,7 +89,7 @@ static void bind_params(nb::module_ & m) {
 static void bind_engine(nb::module_ & m) {
     nb::class_<fe::engine>(m, "Engine")
         .def(nb::init<const std::string &, const fe::engine_params &>(), "path"_a, "params"_a,
-             nb::call_guard<nb::gil_scoped_release>())
+             nb::call_guard<compute_guard>())
         .def("tokenize", &fe::engine::tokenize, "text"_a, "add_special"_a, "parse_special"_a)
         .def("token_to_piece", [](const fe::engine & e, int32_t id, bool special) {
                  const std::string s = e.token_to_piece(id, special);
@@ -107,20 +109,20 @@ static void bind_engine(nb::module_ & m) {
                  dp.n_threads = n_threads;
                  auto dft = std::make_unique<fe::drafter>(path_dft, e.path(), e.model(), dp);
                  e.set_proposer("falcon", std::make_unique<fe::falcon_proposer>(std::move(dft)));
-             }, "path"_a, "n_threads"_a = 0, nb::call_guard<nb::gil_scoped_release>(),
+             }, "path"_a, "n_threads"_a = 0, nb::call_guard<compute_guard>(),
              "loads a falcon-sar drafter for this target and enables mode 'falcon'")
         .def("set_verify_cost", &fe::engine::set_verify_cost, "cost"_a, nb::call_guard<nb::gil_scoped_release>())
         .def("verify_cost", &fe::engine::verify_cost, nb::call_guard<nb::gil_scoped_release>())
         .def("verify_cost_estimate", &fe::engine::verify_cost_estimate, nb::call_guard<nb::gil_scoped_release>(),
              "the verify-cost curve as currently estimated: the measured one refined by the decodes seen since")
         .def("measure_verify_cost", &fe::engine::measure_verify_cost, "n_max"_a, "n_reps"_a, "n_depth"_a,
-             nb::call_guard<nb::gil_scoped_release>())
+             nb::call_guard<compute_guard>())
         .def_prop_ro("path_head", &fe::engine::path_head,
                      "whether trees get their logits from the path head (the LM head for the rows the walk reads only)")
         .def("set_head_cost", &fe::engine::set_head_cost, "row"_a, "extra"_a, nb::call_guard<nb::gil_scoped_release>())
         .def("head_cost", &fe::engine::head_cost, nb::call_guard<nb::gil_scoped_release>(), "(row, extra): the path head's cost relative to one plain step")
         .def("measure_head_cost", &fe::engine::measure_head_cost, "n_rows"_a, "n_reps"_a,
-             nb::call_guard<nb::gil_scoped_release>(),
+             nb::call_guard<compute_guard>(),
              "(row, extra) in microseconds: a one-row path-head call, each further row of an n_rows call")
         .def("reset", &fe::engine::reset, nb::call_guard<nb::gil_scoped_release>())
         .def("cancel", &fe::engine::cancel)
@@ -128,7 +130,7 @@ static void bind_engine(nb::module_ & m) {
         .def("features", [](fe::engine & e, const std::vector<llama_token> & tokens) {
                  std::vector<float> f;
                  {
-                     nb::gil_scoped_release nogil;
+                     compute_guard guard;
                      f = e.features(tokens);
                  }
                  return nb::bytes(reinterpret_cast<const char *>(f.data()), f.size() * sizeof(float));
@@ -153,7 +155,7 @@ static void bind_engine(nb::module_ & m) {
                      return nb::cast<bool>(on_done(i, as_tuple(s)));
                  };
                  {
-                     nb::gil_scoped_release nogil;
+                     compute_guard guard;
                      e.self_distill(prompts, p, cb);
                  }
                  if (!on_done.is_none()) {
@@ -167,12 +169,12 @@ static void bind_engine(nb::module_ & m) {
              "greedy answers with features, each as (tokens, n_prompt, finished, float32 bytes [n_tokens * n_embd]): "
              "with on_done, on_done(i_prompt, answer) -> bool is called as each finishes (False stops) and None is "
              "returned; without, the list of all answers in prompt order")
-        .def("prefill_only", &fe::engine::prefill_only, "tokens"_a, nb::call_guard<nb::gil_scoped_release>())
+        .def("prefill_only", &fe::engine::prefill_only, "tokens"_a, nb::call_guard<compute_guard>())
         .def("tree_logits", [](fe::engine & e, const std::vector<llama_token> & tokens, const std::vector<int32_t> & parents,
                                bool path_head) {
                  std::vector<float> l;
                  {
-                     nb::gil_scoped_release nogil;
+                     compute_guard guard;
                      l = e.tree_logits(tokens, parents, path_head);
                  }
                  return nb::bytes(reinterpret_cast<const char *>(l.data()), l.size() * sizeof(float));
@@ -188,7 +190,7 @@ static void bind_engine(nb::module_ & m) {
                          return r.is_none() || nb::cast<bool>(r);
                      };
                  }
-                 nb::gil_scoped_release nogil;
+                 compute_guard guard;
                  return e.generate(prompt, gp, cb);
              }, "prompt"_a, "params"_a, "on_chunk"_a = nb::none());
 }

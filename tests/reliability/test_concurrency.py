@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,21 @@ def test_parallel_http_clients_get_exact_outputs(small_server, small_llm, refere
     with ThreadPoolExecutor(6) as pool:
         texts = list(pool.map(lambda job: (job[0], http_completion(small_server, *job)), jobs))
     assert all(text == expected[prompt] for prompt, text in texts)
+
+
+def os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+def test_a_request_leaves_no_cpu_worker_team_on_its_thread(small_target, small_drafters):
+    """Each thread that computes holds its own OpenMP team, and two live teams slow each other (docs/reliability.md):
+    a loaded, speculative, streamed request on a long-lived thread leaves that thread holding no worker threads."""
+    with EdgeFalcon(small_target, drafter=small_drafters["lstm-f32.gguf"], n_ctx=512, n_batch=64, n_threads=2,
+                    tree_budget=6) as llm, ThreadPoolExecutor(1) as worker:
+        worker.submit(lambda: None).result()  # the worker thread exists and has computed nothing
+        n_idle = os_threads()
+        assert worker.submit(greedy, llm, PROMPTS[0]).result()
+        assert os_threads() == n_idle
+        assert worker.submit(streamed, llm, PROMPTS[1]).result()
+        assert os_threads() == n_idle
