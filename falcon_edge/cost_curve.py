@@ -9,6 +9,9 @@ build (CPU features, GPU offload), whether the path head runs and the measuring 
 them; a change of any re-measures. Delete the file (``~/.cache/falcon-edge/verify-cost.json``)
 to re-measure, e.g. after a measurement taken while other programs loaded the machine. The engine refines the curve
 online from the decodes it times (cost-model.h), but each process starts from the cached one.
+
+The drafter's cost of a cycle relative to a plain step is measured and cached the same way, once per drafter, target,
+device and drafting settings (load_or_measure_draft), so that the engine weighs it from its first request.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import llama_cpp
 
 from . import _native
-from .config import is_number
+from .config import SpecConfig, is_number
 from .models import cache_dir
 
 log = logging.getLogger("falcon_edge")
@@ -35,6 +38,19 @@ N_REPS = 5
 N_DEPTH = 128  # context before the probes, as in a short chat
 N_HEAD_ROWS = 8  # rows of the path-head call timed against a one-row call
 METHOD = 3  # version of the measurement (3: the path head): a curve cached by another method is measured again
+# the context the drafting cost is measured after: ordinary prose and code, as a request brings (the cost of a cycle
+# follows the shape of the tree, which follows how sure the drafter is)
+DRAFT_CONTEXT = (
+    "A running average smooths a noisy series: each output is the mean of the inputs seen so far.\n\n"
+    "def running_average(values):\n"
+    "    total = 0.0\n"
+    "    out = []\n"
+    "    for i, value in enumerate(values, start=1):\n"
+    "        total += value\n"
+    "        out.append(total / i)\n"
+    "    return out\n\n"
+    "For the series 2, 4, 6 the function returns"
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,26 @@ def n_max(n_gpu_layers: int) -> int:
     return N_MAX_GPU if n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else N_MAX_CPU
 
 
+def _read_cache() -> dict:
+    try:
+        cached = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cached if isinstance(cached, dict) else {}
+
+
+def _write_cache(cached: dict) -> None:
+    """Writes the cache atomically, without the entries of files that no longer exist (deleted downloads, test
+    fixtures): an entry's key starts with its target's path, and a drafting cost's entry names its drafter."""
+    path = _cache_file()
+    cached = {k: v for k, v in cached.items() if Path(k.split("|", 1)[0]).is_file()
+              and (not isinstance(v, dict) or "drafter" not in v or Path(str(v["drafter"])).is_file())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(cached, indent=1))
+    os.replace(tmp, path)
+
+
 def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int, n_batch: int, n_gpu_layers: int,
                     flash_attn: bool) -> VerifyCost:
     """Returns the verify cost of this target and device, measuring (a few seconds) on first use.
@@ -78,11 +114,7 @@ def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int,
         n_threads, n_batch, n_gpu_layers, flash_attn: the context settings (part of the cache key).
     """
     key = _key(model_path, n_threads, n_batch, n_gpu_layers, engine.path_head, flash_attn)
-    path = _cache_file()
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
+    cached = _read_cache()
     n_sizes = min(n_max(n_gpu_layers), n_batch)
     entry = cached.get(key)
     # a curve cached for another range of sizes (an older release's GPU curve of 16), or one whose numbers are not
@@ -97,11 +129,41 @@ def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int,
     times = engine.measure_verify_cost(n_sizes, N_REPS, depth)
     row_us, extra_us = engine.measure_head_cost(N_HEAD_ROWS, N_REPS)
     cost = VerifyCost([t / times[0] for t in times], (row_us / times[0], extra_us / times[0]))
-    # entries of model files that no longer exist (deleted downloads, test fixtures) are dropped
-    cached = {k: v for k, v in cached.items() if Path(k.split("|", 1)[0]).is_file()}
     cached[key] = {"curve": cost.curve, "head": list(cost.head)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(cached, indent=1))
-    os.replace(tmp, path)
+    _write_cache(cached)
+    return cost
+
+
+def load_or_measure_draft(engine: _native.Engine, model_path: Path, drafter_path: Path, spec: SpecConfig, *,
+                          n_threads: int, n_batch: int, n_gpu_layers: int, flash_attn: bool) -> float:
+    """Returns the drafter's cost of one cycle relative to one plain step of the target, measuring (a fraction of a
+    second) on first use.
+
+    The engine counts this cost from its first cycle (cost-model.h: where even the drafter's best case cannot pay,
+    no request drafts); without it, the cost is known only once the drafter has drafted, so an engine's first request
+    would probe. It is measured as a probe cycle drafts: a tree of the curve's largest size with `spec`, after
+    DRAFT_CONTEXT, against a one-node decode timed alternately with it.
+
+    Args:
+        engine: an engine with the drafter loaded and its verify-cost curve set (its KV cache is cleared).
+        model_path, drafter_path: the target and drafter GGUFs (part of the cache key).
+        spec: the drafting settings (its top_k_draft, n_passes and depth_max shape the cycle and key the cache).
+        n_threads, n_batch, n_gpu_layers, flash_attn: the context settings (part of the cache key).
+    """
+    st = drafter_path.stat()
+    key = (f"{_key(model_path, n_threads, n_batch, n_gpu_layers, engine.path_head, flash_attn)}|draft|"
+           f"{drafter_path.resolve()}|{st.st_size}|{int(st.st_mtime)}|"
+           f"k{spec.top_k_draft}|p{spec.n_passes}|d{spec.depth_max}")
+    cached = _read_cache()
+    entry = cached.get(key)
+    if isinstance(entry, dict) and is_number(entry.get("draft")) and math.isfinite(entry["draft"]) and entry["draft"] >= 0:
+        return float(entry["draft"])
+    log.info("measuring the drafting cost of %s on %s (once per drafter, model and device)", drafter_path.name,
+             model_path.name)
+    tokens = engine.tokenize(DRAFT_CONTEXT, True, False)
+    n_nodes = min(len(engine.verify_cost()) or N_MAX_CPU, n_batch)
+    draft_us, step_us = engine.measure_draft_cost(tokens, spec.to_native(), n_nodes, N_REPS)
+    cost = draft_us / step_us
+    cached[key] = {"draft": cost, "drafter": str(drafter_path.resolve())}
+    _write_cache(cached)
     return cost

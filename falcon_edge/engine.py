@@ -148,6 +148,12 @@ class EdgeFalcon:
                                               flash_attn=self.context.flash_attn)
             self._engine.set_verify_cost(cost.curve)
             self._engine.set_head_cost(*cost.head)
+        if self.mode == "falcon" and self.spec.n_nodes_max == 0:
+            # auto-sized trees weigh the drafter's cost from the first cycle
+            self._engine.set_draft_cost(cost_curve.load_or_measure_draft(
+                self._engine, self.target_path, self.drafter_path, self.spec,
+                n_threads=n_threads or os.cpu_count() or 1, n_batch=self.context.n_batch, n_gpu_layers=n_gpu_layers,
+                flash_attn=self.context.flash_attn))
         eng = self._engine
         self.template = ChatTemplate(
             eng.meta("tokenizer.chat_template") or None,

@@ -124,6 +124,12 @@ static void bind_engine(nb::module_ & m) {
         .def("measure_head_cost", &fe::engine::measure_head_cost, "n_rows"_a, "n_reps"_a,
              nb::call_guard<compute_guard>(),
              "(row, extra) in microseconds: a one-row path-head call, each further row of an n_rows call")
+        .def("measure_draft_cost", &fe::engine::measure_draft_cost, "tokens"_a, "spec"_a, "n_nodes_max"_a, "n_reps"_a,
+             nb::call_guard<compute_guard>(),
+             "(draft, step) in microseconds: the drafter drafting one cycle's tree after `tokens`, one plain step")
+        .def("set_draft_cost", &fe::engine::set_draft_cost, "cost"_a, nb::call_guard<nb::gil_scoped_release>())
+        .def("draft_cost", &fe::engine::draft_cost, nb::call_guard<nb::gil_scoped_release>(),
+             "the drafter's cost of a cycle relative to one plain step: measured apart, then running")
         .def("reset", &fe::engine::reset, nb::call_guard<nb::gil_scoped_release>())
         .def("cancel", &fe::engine::cancel)
         .def("cached_tokens", &fe::engine::cached_tokens, nb::call_guard<nb::gil_scoped_release>())

@@ -45,7 +45,7 @@ void cost_model::observe_draft(double us) {
 }
 
 double cost_model::draft_cost() const {
-    return token_us_ > 0.0 ? draft_us_ / token_us_ : 0.0;
+    return token_us_ > 0.0 && draft_us_ > 0.0 ? draft_us_ / token_us_ : draft_measured_;
 }
 
 void cost_model::observe_curve(int32_t n, double us) {

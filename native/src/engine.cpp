@@ -318,6 +318,79 @@ std::pair<double, double> engine::measure_head_cost(int32_t n_rows, int32_t n_re
     return {row, std::max(0.0, (median(t_many) - row) / (n_rows - 1))};
 }
 
+std::pair<double, double> engine::measure_draft_cost(const std::vector<llama_token> & tokens, const spec_params & sp,
+                                                     int32_t n_nodes_max, int32_t n_reps) {
+    proposer * dft = proposer_for("falcon");
+    if (dft == nullptr) {
+        throw std::invalid_argument("cannot measure the drafting cost: no drafter is loaded");
+    }
+    const int32_t n = (int32_t) tokens.size();
+    if (n_reps < 1 || n_nodes_max < 2 || n_nodes_max > params_.n_batch || n < 2 || n >= n_ctx()) {
+        throw std::invalid_argument(format("cannot measure drafting %d nodes x %d reps after %d tokens (n_batch %d, n_ctx %d)",
+                                           n_nodes_max, n_reps, n, params_.n_batch, n_ctx()));
+    }
+    // the context as a request leaves it: the tokens before the root evaluated, each paired with the next
+    const std::vector<llama_token> context(tokens.begin(), tokens.end() - 1);
+    const std::vector<float> feats = evaluate(context, true);
+    std::pair<double, double> out;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        dft->accept(feats.data(), tokens.data() + 1, n - 1);
+        dft->catch_up(n_nodes_max);
+        rng r(0);
+        const sampling_params greedy;
+        tree t;
+        auto time_draft = [&]() {
+            tree_init(t, tokens.back());
+            const double t0 = now_us();
+            dft->draft(tokens, n_nodes_max, sp, greedy, r, t);
+            return now_us() - t0;
+        };
+        llama_memory_t mem = llama_get_memory(ctx_);
+        llama_set_embeddings(ctx_, false);
+        auto time_step = [&]() {
+            batch_owner bo(1);
+            bo.b.token[0] = tokens.back();
+            bo.b.pos[0] = n - 1;
+            bo.b.n_seq_id[0] = 1;
+            bo.b.seq_id[0][0] = 0;
+            bo.b.logits[0] = 1;
+            bo.b.n_tokens = 1;
+            const double t0 = now_us();
+            const int rc = llama_decode(ctx_, bo.b);
+            llama_synchronize(ctx_);
+            const double dt = now_us() - t0;
+            check_decode(rc, "drafting-cost step");
+            llama_memory_seq_rm(mem, 0, n - 1, -1);
+            return dt;
+        };
+        time_draft(); // warms up
+        time_step();
+        // interleaved, so that a slow stretch of the host slows both alike
+        std::vector<double> t_draft, t_step;
+        for (int32_t rep = 0; rep < n_reps; ++rep) {
+            t_draft.push_back(time_draft());
+            t_step.push_back(time_step());
+        }
+        out = {median(t_draft), median(t_step)};
+    }
+    reset();
+    return out;
+}
+
+void engine::set_draft_cost(double d) {
+    if (!(std::isfinite(d) && d >= 0.0)) {
+        throw std::invalid_argument(format("the drafting cost must be finite and >= 0, got %g", d));
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    cost_.set_draft_cost(d);
+}
+
+double engine::draft_cost() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cost_.draft_cost();
+}
+
 std::vector<double> engine::measure_verify_cost(int32_t n_max, int32_t n_reps, int32_t n_depth) {
     if (n_max < 1 || n_max > params_.n_batch || n_reps < 1 || n_depth < 1 || n_depth + n_max > n_ctx()) {
         throw std::invalid_argument(format("cannot measure %d nodes x %d reps after %d tokens (n_batch %d, n_ctx %d)",

@@ -8,6 +8,8 @@ loops under greedy decoding, which gives the n-gram lookup long matches to learn
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers.tiny_drafter import checkpoint_of, make_tiny_drafter
 
@@ -130,13 +132,14 @@ def test_every_request_probes_the_drafter_afresh(tiny_path, drafter_path):
     assert spec.stats.n_draft_passes >= 4
 
 
-@pytest.mark.parametrize(("curve", "runs"), [(STEEP, False), (CHEAP, True)])
-def test_a_drafter_whose_best_case_cannot_pay_never_runs(tiny_target, tmp_path, curve, runs):
-    # a fresh engine, the drafting cost not yet measured: nodes expected to be worth 0.3 times their parent (the file's
-    # rate of every key) cannot pay under the steep curve even as a chain drafted for free (two nodes cost 1.5 steps
-    # for 1.3 expected tokens), so not one drafter pass runs (no probe, no catch-up over the prompt); where
-    # verification is free the same drafter is probed
-    llm = EdgeFalcon(tiny_target.path, drafter=_rates_drafter(tiny_target, tmp_path, 0.3), n_ctx=2048, n_threads=2,
+@pytest.mark.parametrize(("curve", "rate", "runs"), [(STEEP, 0.3, False), (CHEAP, 0.9, True)])
+def test_a_drafter_whose_best_case_cannot_pay_never_runs(tiny_target, tmp_path, curve, rate, runs):
+    # a fresh engine, its drafter's cost measured at load (about 2 tiny-target steps a cycle): nodes expected to be
+    # worth 0.3 times their parent (the file's rate of every key) cannot pay under the steep curve even as a chain
+    # (two nodes cost 1.5 steps and the drafting for 1.3 expected tokens), so not one drafter pass runs (no probe, no
+    # catch-up over the prompt); where verification is free a chain of nodes worth 0.9 times their parent pays, and
+    # that drafter is probed
+    llm = EdgeFalcon(tiny_target.path, drafter=_rates_drafter(tiny_target, tmp_path, rate), n_ctx=2048, n_threads=2,
                      verify_cost=curve, spec=SpecConfig(ngram_branches=0))
     prompt = load_prompts("gsm8k", 1)[0]
     plain = llm.generate(prompt, max_tokens=32, speculative=False)
@@ -147,14 +150,65 @@ def test_a_drafter_whose_best_case_cannot_pay_never_runs(tiny_target, tmp_path, 
 
 def test_the_ceiling_counts_the_drafters_measured_cost(tiny_path, drafter_path):
     # each node costs 0.95 steps: a chain of sure nodes would pay for free (16 tokens for 15.25 steps), not once a
-    # cycle's drafting costs more than 0.44 of a step (the random drafter's costs about 2 tiny-target steps), so it
-    # drafts on the first cycles, until that cost is measured, and never again, in this request or the next
+    # cycle's drafting costs more than 0.44 of a step (the random drafter's costs about 2 tiny-target steps). That cost
+    # is measured when the drafter is loaded, so not even the first request drafts; an engine that has not measured it
+    # (cost 0) drafts on the first cycles, until it has, and never again
     linear = [1.0 + 0.95 * n for n in range(16)]
     llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=linear,
                      spec=SpecConfig(ngram_branches=0))
+    assert llm._engine.draft_cost() > 0.44
     first, second = load_prompts("gsm8k", 2)
+    plain = llm.generate(first, max_tokens=64, speculative=False)
+    spec = llm.generate(first, max_tokens=64)
+    assert spec.tokens == plain.tokens
+    assert spec.stats.n_draft_passes == 0
+    llm._engine.set_draft_cost(0.0)
     assert 0 < llm.generate(first, max_tokens=64).stats.n_draft_passes <= 4
     plain = llm.generate(second, max_tokens=64, speculative=False)
     spec = llm.generate(second, max_tokens=64)
     assert spec.tokens == plain.tokens
     assert spec.stats.n_draft_passes == 0
+
+
+def test_the_drafting_cost_is_measured_once_per_drafter_and_cached(tiny_path, drafter_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
+    cache = tmp_path / "verify-cost.json"
+    measured = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=512, n_threads=2)._native_engine().draft_cost()
+    (key, entry), = [(k, v) for k, v in json.loads(cache.read_text()).items() if "draft" in v]
+    assert measured > 0 and entry == {"draft": measured, "drafter": str(drafter_path.resolve())}
+    # a cached cost is read back, not measured again
+    cache.write_text(json.dumps({**json.loads(cache.read_text()), key: {**entry, "draft": 0.25}}))
+    assert EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=512, n_threads=2)._native_engine().draft_cost() == 0.25
+    # other drafting settings shape another cycle: measured and cached apart
+    wider = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=512, n_threads=2, spec=SpecConfig(top_k_draft=8))
+    assert wider._native_engine().draft_cost() not in (0.0, 0.25)
+    assert sum("draft" in v for v in json.loads(cache.read_text()).values()) == 2
+    # a fixed tree budget weighs no drafting cost: none is measured
+    fixed = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=512, n_threads=2, tree_budget=8)
+    assert fixed._native_engine().draft_cost() == 0.0
+
+
+def test_the_drafting_cost_of_a_deleted_drafter_leaves_the_cache(tiny_target, tmp_path, monkeypatch):
+    monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
+    gone = _rates_drafter(tiny_target, tmp_path, None)
+    EdgeFalcon(tiny_target.path, drafter=gone, n_ctx=512, n_threads=2)
+    gone.unlink()
+    EdgeFalcon(tiny_target.path, drafter=_rates_drafter(tiny_target, tmp_path, 0.5), n_ctx=512, n_threads=2)
+    drafters = [v["drafter"] for v in json.loads((tmp_path / "verify-cost.json").read_text()).values() if "draft" in v]
+    assert drafters == [str((tmp_path / "rates-0.5.gguf").resolve())]
+
+
+def test_measuring_the_drafting_cost_needs_a_drafter_and_leaves_the_engine_exact(tiny_path, drafter_path):
+    ngram = EdgeFalcon(tiny_path, drafter="ngram", n_ctx=512, n_threads=2)._native_engine()
+    with pytest.raises(ValueError, match="no drafter is loaded"):
+        ngram.measure_draft_cost([1, 2, 3], SpecConfig().to_native(), 16, 1)
+    llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=512, n_threads=2, verify_cost=CHEAP)
+    engine = llm._native_engine()
+    with pytest.raises(ValueError, match="cannot measure drafting 16 nodes x 0 reps after 3 tokens"):
+        engine.measure_draft_cost([1, 2, 3], SpecConfig().to_native(), 16, 0)
+    prompt = load_prompts("gsm8k", 1)[0]
+    before = llm.generate(prompt, max_tokens=48).tokens
+    draft_us, step_us = engine.measure_draft_cost(engine.tokenize(prompt, True, False), SpecConfig().to_native(), 16, 3)
+    assert draft_us > 0 and step_us > 0
+    assert engine.cached_tokens() == []
+    assert llm.generate(prompt, max_tokens=48).tokens == before

@@ -31,7 +31,9 @@
 // drafter on 2 CPU cores): on a steep curve (a Q4_K_M target on a CPU) the drafter is then off and
 // n-gram lookup drafts alone. The ceiling follows the curve, d and the rates (whose keys, once no
 // longer tried, age back towards the drafter file's held-out priors: acceptance.h); d is unknown
-// (0) until the drafter has run once, so an engine's first request probes.
+// (0) until the drafter has run once unless measured apart (set_draft_cost: EdgeFalcon measures it when
+// it loads a drafter, once per drafter, target and device), so that where the ceiling is closed even an
+// engine's first request does not probe.
 #pragma once
 
 #include "falcon-edge/tree.h"
@@ -54,9 +56,13 @@ public:
     // the costly proposer (the drafter) took `us` microseconds to draft a cycle's tree, its catch_up
     // (proposer.h) not counted
     void observe_draft(double us);
-    // running drafting time of a cycle relative to one token's verification (0 until both were seen);
-    // kept across requests, like the curve: both belong to drafter, target and device
+    // running drafting time of a cycle relative to one token's verification; until both were seen, the
+    // cost set_draft_cost measured before (0 without one). Kept across requests, like the curve: both
+    // belong to drafter, target and device
     double draft_cost() const;
+    // the drafter's cost of a cycle relative to one plain step, measured apart (engine::measure_draft_cost):
+    // what draft_cost() is before this process has drafted. Kept by set_curve.
+    void set_draft_cost(double d) { draft_measured_ = d; }
     // the current estimate of c(n), the measured prior blended with what observe_decode saw
     double cost(int32_t n) const;
     // c(n) where the curve reaches n; beyond it (a preset tree larger than the curve) the curve's last point in
@@ -116,6 +122,7 @@ private:
     double unit_us_      = 0.0;         // running one-node decode time
     double token_us_     = 0.0;         // running decode time over its estimated cost c(n): one token's share
     double draft_us_     = 0.0;         // running drafting time of a cycle in which the drafter ran
+    double draft_measured_ = 0.0;       // set_draft_cost: the cost of a cycle measured apart (0: none)
     double gain_         = 0.0;   // running gain of drafting
     double probe_gain_   = 0.0;   // mean gain of the current probe's cycles so far
     int32_t n_probe_left_ = 0;    // cycles left in the current probe (0: not probing)

@@ -78,6 +78,16 @@ public:
     // times (microseconds) of path-head calls: one row, and each further row of a call of n_rows
     // (medians of n_reps); (0, 0) without the path head
     std::pair<double, double> measure_head_cost(int32_t n_rows, int32_t n_reps);
+    // times (microseconds) of the Falcon drafter drafting one cycle's tree of up to n_nodes_max nodes with `sp`
+    // below tokens.back(), the pairs of the tokens before it committed with the target's features, and of one plain
+    // step after them (a one-node decode with its logits): medians of n_reps. Clears the KV cache and the proposers'
+    // state; the calibration is untouched. Throws std::invalid_argument without a drafter or with bad sizes
+    std::pair<double, double> measure_draft_cost(const std::vector<llama_token> & tokens, const spec_params & sp,
+                                                 int32_t n_nodes_max, int32_t n_reps);
+    // the drafter's cost of a cycle relative to one plain step, measured before this process drafted
+    // (cost_model::set_draft_cost); draft_cost() is the running estimate
+    void set_draft_cost(double d);
+    double draft_cost() const;
 
     // ---- generation ----
     // Runs one request. The KV cache keeps the longest common prefix with the previous request.
