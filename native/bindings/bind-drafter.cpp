@@ -87,16 +87,17 @@ void fe_bind_drafter(nb::module_ & m) {
     nb::class_<fe::drafter>(m, "Drafter", "The Falcon drafter runtime (fe::drafter); see native/include/falcon-edge/drafter.h")
         .def("__init__",
              [](fe::drafter * self, const std::string & path_dft, const std::string & path_tgt, uintptr_t model_ptr,
-                int32_t n_ctx, int32_t n_scratch, int32_t n_batch, int32_t n_threads) {
+                int32_t n_ctx, int32_t n_scratch, int32_t n_batch, int32_t n_threads, int32_t n_window) {
                  fe::drafter_params params;
                  params.n_ctx     = n_ctx;
                  params.n_scratch = n_scratch;
                  params.n_batch   = n_batch;
                  params.n_threads = n_threads;
+                 params.n_window  = n_window;
                  new (self) fe::drafter(path_dft, path_tgt, (const llama_model *) model_ptr, params);
              },
              "path_dft"_a, "path_tgt"_a, "model_ptr"_a = 0, nb::kw_only(), "n_ctx"_a = 4096, "n_scratch"_a = 256,
-             "n_batch"_a = 512, "n_threads"_a = 0,
+             "n_batch"_a = 512, "n_threads"_a = 0, "n_window"_a = fe::drafter_params().n_window,
              "Loads a drafter; model_ptr is Llama.model (0: identity from the target GGUF).")
         .def_prop_ro("hparams", [](const fe::drafter & dft) { return hparams_dict(dft.hparams()); })
         .def_prop_ro("n_pairs", &fe::drafter::n_pairs)

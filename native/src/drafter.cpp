@@ -53,7 +53,7 @@ ggml_tensor * rope(ggml_context * ctx, ggml_tensor * x, ggml_tensor * pos, const
 }
 
 ggml_tensor * build_attn(ggml_context * ctx, const drafter_weights & w, const drafter_layer & layer, ggml_tensor * a,
-                         const graph_tensors & gt, ggml_tensor * k_cache, ggml_tensor * v_cache, int32_t n_kv) {
+                         const graph_tensors & gt, ggml_tensor * k_cache, ggml_tensor * v_cache, int32_t kv0, int32_t n_kv) {
     const drafter_hparams & hp = w.hparams;
     const int64_t n_tokens = a->ne[1];
     const int64_t n_embd_kv = (int64_t) hp.n_head_kv * hp.head_dim;
@@ -68,25 +68,27 @@ ggml_tensor * build_attn(ggml_context * ctx, const drafter_weights & w, const dr
     ggml_tensor * k_all = ggml_set_rows(ctx, k_cache, ggml_reshape_2d(ctx, k, n_embd_kv, n_tokens), gt.slot); // [n_embd_kv, n_slots]
     ggml_tensor * v_all = ggml_set_rows(ctx, v_cache, v, gt.slot);                                             // [n_embd_kv, n_slots]
     const size_t nb_head = ggml_row_size(k_all->type, hp.head_dim);
-    ggml_tensor * k_view = ggml_view_3d(ctx, k_all, hp.head_dim, hp.n_head_kv, n_kv, nb_head, k_all->nb[1], 0); // [head_dim, n_head_kv, n_kv]
-    ggml_tensor * v_view = ggml_view_3d(ctx, v_all, hp.head_dim, hp.n_head_kv, n_kv, nb_head, v_all->nb[1], 0); // [head_dim, n_head_kv, n_kv]
+    // the visible slots [kv0, n_kv): n_vis = n_kv - kv0
+    const int32_t n_vis = n_kv - kv0;
+    ggml_tensor * k_view = ggml_view_3d(ctx, k_all, hp.head_dim, hp.n_head_kv, n_vis, nb_head, k_all->nb[1], kv0 * k_all->nb[1]); // [head_dim, n_head_kv, n_vis]
+    ggml_tensor * v_view = ggml_view_3d(ctx, v_all, hp.head_dim, hp.n_head_kv, n_vis, nb_head, v_all->nb[1], kv0 * v_all->nb[1]); // [head_dim, n_head_kv, n_vis]
 
     // GQA: mul_mat broadcasts kv head h / (n_head / n_head_kv) over the query heads
-    ggml_tensor * kq = ggml_mul_mat(ctx, ggml_permute(ctx, k_view, 0, 2, 1, 3), ggml_permute(ctx, q, 0, 2, 1, 3)); // [n_kv, n_tokens, n_head]
+    ggml_tensor * kq = ggml_mul_mat(ctx, ggml_permute(ctx, k_view, 0, 2, 1, 3), ggml_permute(ctx, q, 0, 2, 1, 3)); // [n_vis, n_tokens, n_head]
     ggml_prec_set_acc(kq, GGML_PREC_F32);
-    kq = ggml_soft_max_ext(ctx, kq, gt.mask, 1.0f / std::sqrt((float) hp.head_dim), 0.0f);                    // [n_kv, n_tokens, n_head]
-    ggml_tensor * v_t = ggml_cont(ctx, ggml_permute(ctx, v_view, 1, 2, 0, 3));                                // [n_kv, head_dim, n_head_kv]
+    kq = ggml_soft_max_ext(ctx, kq, gt.mask, 1.0f / std::sqrt((float) hp.head_dim), 0.0f);                    // [n_vis, n_tokens, n_head]
+    ggml_tensor * v_t = ggml_cont(ctx, ggml_permute(ctx, v_view, 1, 2, 0, 3));                                // [n_vis, head_dim, n_head_kv]
     ggml_tensor * o   = ggml_mul_mat(ctx, v_t, kq);                                                          // [head_dim, n_tokens, n_head]
     o = ggml_cont_2d(ctx, ggml_permute(ctx, o, 0, 2, 1, 3), (int64_t) hp.head_dim * hp.n_head, n_tokens);     // [n_head*head_dim, n_tokens]
     return ggml_mul_mat(ctx, layer.wo, o);                                                                   // [n_embd, n_tokens]
 }
 
 ggml_tensor * build_layer(ggml_context * ctx, const drafter_weights & w, int il, ggml_tensor * h, const graph_tensors & gt,
-                          ggml_tensor * k_cache, ggml_tensor * v_cache, int32_t n_kv) {
+                          ggml_tensor * k_cache, ggml_tensor * v_cache, int32_t kv0, int32_t n_kv) {
     const drafter_layer & layer = w.layers[il];
     const float eps = w.hparams.rms_eps;
     ggml_tensor * a = layer.attn_norm ? ggml_mul(ctx, ggml_rms_norm(ctx, h, eps), layer.attn_norm) : h; // [n_embd, n_tokens]
-    h = ggml_add(ctx, h, build_attn(ctx, w, layer, a, gt, k_cache, v_cache, n_kv));                     // [n_embd, n_tokens]
+    h = ggml_add(ctx, h, build_attn(ctx, w, layer, a, gt, k_cache, v_cache, kv0, n_kv));                     // [n_embd, n_tokens]
     ggml_tensor * m  = ggml_mul(ctx, ggml_rms_norm(ctx, h, eps), layer.ffn_norm);                      // [n_embd, n_tokens]
     ggml_tensor * ff = ggml_swiglu_split(ctx, ggml_mul_mat(ctx, layer.ffn_gate, m), ggml_mul_mat(ctx, layer.ffn_up, m)); // [n_ff, n_tokens]
     return ggml_add(ctx, h, ggml_mul_mat(ctx, layer.ffn_down, ff));                                     // [n_embd, n_tokens]
@@ -99,19 +101,19 @@ ggml_tensor * new_input(ggml_context * ctx, enum ggml_type type, int64_t ne0, in
 }
 
 ggml_cgraph * build_graph(ggml_context * ctx, const drafter_weights & w, const std::vector<ggml_tensor *> & k_cache,
-                          const std::vector<ggml_tensor *> & v_cache, int32_t n_tokens, int32_t n_kv, int32_t n_out,
-                          graph_tensors & gt) {
+                          const std::vector<ggml_tensor *> & v_cache, int32_t n_tokens, int32_t kv0, int32_t n_kv,
+                          int32_t n_out, graph_tensors & gt) {
     const int64_t n_embd = w.hparams.n_embd;
     gt.tok  = new_input(ctx, GGML_TYPE_I32, n_tokens, 1);
     gt.feat = new_input(ctx, GGML_TYPE_F32, n_embd, n_tokens);
     gt.pos  = new_input(ctx, GGML_TYPE_I32, n_tokens, 1);
     gt.slot = new_input(ctx, GGML_TYPE_I64, n_tokens, 1);
-    gt.mask = new_input(ctx, GGML_TYPE_F32, n_kv, n_tokens);
+    gt.mask = new_input(ctx, GGML_TYPE_F32, n_kv - kv0, n_tokens);
 
     ggml_tensor * e = ggml_get_rows(ctx, w.tok_embd_tgt, gt.tok);         // [n_embd, n_tokens]
     ggml_tensor * h = build_fuse(ctx, w, ggml_concat(ctx, e, gt.feat, 0)); // [n_embd, n_tokens]
     for (int il = 0; il < w.hparams.n_layer; ++il) {
-        h = build_layer(ctx, w, il, h, gt, k_cache[il], v_cache[il], n_kv);
+        h = build_layer(ctx, w, il, h, gt, k_cache[il], v_cache[il], kv0, n_kv);
     }
     ggml_cgraph * graph = ggml_new_graph_custom(ctx, graph_max_nodes(w.hparams), false);
     if (n_out == 0) { // a chunk before the last one only fills the KV cache
@@ -135,9 +137,9 @@ ggml_cgraph * build_graph(ggml_context * ctx, const drafter_weights & w, const s
 drafter::drafter(const std::string & path_dft, const std::string & path_tgt, const llama_model * model_tgt,
                  const drafter_params & params) : params(params) {
     if (params.n_ctx < 1 || params.n_ctx > (1 << 20) || params.n_scratch < 1 || params.n_scratch > (1 << 16) ||
-        params.n_batch < 1 || params.n_batch > (1 << 16) || params.n_threads < 0) {
-        throw std::invalid_argument(format("drafter params out of range: n_ctx %d, n_scratch %d, n_batch %d, n_threads %d",
-                                           params.n_ctx, params.n_scratch, params.n_batch, params.n_threads));
+        params.n_batch < 1 || params.n_batch > (1 << 16) || params.n_threads < 0 || params.n_window < 0) {
+        throw std::invalid_argument(format("drafter params out of range: n_ctx %d, n_scratch %d, n_batch %d, n_threads %d, n_window %d",
+                                           params.n_ctx, params.n_scratch, params.n_batch, params.n_threads, params.n_window));
     }
     init_backends();
     ggml_backend_t backend_main = backend_gpu ? backend_gpu.get() : backend_cpu.get();
@@ -199,7 +201,7 @@ void drafter::compute(const graph_input & in, std::vector<float> & out_feat, std
 
     ggml_context_ptr ctx(ggml_init({/*.mem_size =*/ buf_meta.size(), /*.mem_buffer =*/ buf_meta.data(), /*.no_alloc =*/ true}));
     graph_tensors gt;
-    ggml_cgraph * graph = build_graph(ctx.get(), w, k_cache, v_cache, n_tokens, in.n_kv, in.n_out, gt);
+    ggml_cgraph * graph = build_graph(ctx.get(), w, k_cache, v_cache, n_tokens, in.kv0, in.n_kv, in.n_out, gt);
 
     ggml_backend_sched_reset(sched.get());
     if (!ggml_backend_sched_alloc_graph(sched.get(), graph)) {
@@ -255,7 +257,19 @@ void drafter::truncate(int32_t n) {
     feat_ctx.resize((size_t) n * w.hparams.n_embd);
     tok_ctx.resize(n);
     n_cached   = std::min(n_cached, n);
+    if (n_cached <= n_skip) {
+        // nothing evaluated is left in the window: the pairs kept are evaluated again, and windowed again
+        n_cached = n_skip = 0;
+    }
     phase_open = false;
+}
+
+void drafter::skip_backlog(int32_t end) {
+    const int32_t k = w.hparams.block_size;
+    const int32_t window = std::max(k, params.n_window / k * k);
+    if (params.n_window > 0 && end - n_cached > window) {
+        n_skip = n_cached = end - window;
+    }
 }
 
 void drafter::eval_span(int32_t c0, int32_t c1, std::vector<float> & out_feat, std::vector<float> & out_logits) {
@@ -265,14 +279,16 @@ void drafter::eval_span(int32_t c0, int32_t c1, std::vector<float> & out_feat, s
     graph_input in;
     in.tok.assign(tok_ctx.begin() + c0, tok_ctx.begin() + c1);
     in.feat  = feat_ctx.data() + (size_t) c0 * w.hparams.n_embd;
+    in.kv0   = n_skip;
     in.n_kv  = c1;
     in.n_out = c1 == n ? std::min(k, n) : 0;
-    in.mask.assign((size_t) n_tokens * c1, -INFINITY);
+    const int32_t n_vis = c1 - n_skip;
+    in.mask.assign((size_t) n_tokens * n_vis, -INFINITY);
     for (int32_t i = 0; i < n_tokens; ++i) {
         const int32_t q = c0 + i;
-        // blocks are aligned to n; q sees the cache, earlier blocks and its whole block
+        // blocks are aligned to n; q sees the window's cache, earlier blocks and its whole block
         const int32_t q_block_end = n - (n - 1 - q) / k * k;
-        std::fill(in.mask.begin() + (size_t) i * c1, in.mask.begin() + (size_t) i * c1 + q_block_end, 0.0f);
+        std::fill(in.mask.begin() + (size_t) i * n_vis, in.mask.begin() + (size_t) i * n_vis + (q_block_end - n_skip), 0.0f);
         in.pos.push_back(q);
         in.slot.push_back(q);
     }
@@ -290,6 +306,7 @@ void drafter::eval_range(int32_t c0, int32_t end, std::vector<float> & out_feat,
 
 void drafter::catch_up(int32_t n_pending) {
     const int32_t end = n_pairs() - w.hparams.block_size;
+    skip_backlog(end);
     if (end - n_cached > n_pending) {
         std::vector<float> no_feat, no_logits;
         eval_range(n_cached, end, no_feat, no_logits);
@@ -303,6 +320,7 @@ void drafter::eval_context(std::vector<float> & out_feat, std::vector<float> & o
     if (n == 0) {
         throw std::invalid_argument("eval_context needs at least one committed pair");
     }
+    skip_backlog(std::max(0, n - w.hparams.block_size));
     eval_range(std::min(n_cached, std::max(0, n - w.hparams.block_size)), n, out_feat, out_logits);
     n_cached   = n;
     phase_open = true;
@@ -340,15 +358,18 @@ void drafter::eval_blocks(const std::vector<drafter_block> & blocks, std::vector
         in.tok.insert(in.tok.end(), blk.tok.begin(), blk.tok.end());
     }
     in.feat  = feat.data();
+    in.kv0   = n_skip;
     in.n_kv  = n + n_all * k;
     in.n_out = n_new * k;
-    in.mask.assign((size_t) in.n_out * in.n_kv, -INFINITY);
+    const int32_t n_vis = in.n_kv - n_skip;
+    in.mask.assign((size_t) in.n_out * n_vis, -INFINITY);
     for (int32_t i = 0; i < in.n_out; ++i) {
         const int32_t ib = n_all - n_new + i / k;
-        float * row = in.mask.data() + (size_t) i * in.n_kv;
-        std::fill(row, row + n, 0.0f);
+        float * row = in.mask.data() + (size_t) i * n_vis; // column c: slot n_skip + c
+        float * blocks_col = row + (n - n_skip);           // the scratch slots, from n
+        std::fill(row, blocks_col, 0.0f);
         for (int32_t a = ib; a >= 0; a = parent[a]) { // own block, then the parent chain
-            std::fill(row + n + a * k, row + n + (a + 1) * k, 0.0f);
+            std::fill(blocks_col + a * k, blocks_col + (a + 1) * k, 0.0f);
         }
         in.pos.push_back(n + (level[ib] - 1) * k + i % k);
         in.slot.push_back(n + ib * k + i % k);

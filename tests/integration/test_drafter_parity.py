@@ -367,3 +367,45 @@ def test_catch_up_leaves_the_kv_of_one_context_pass(native, tiny_target, tmp_pat
     for feat, _ in outs:
         assert max_diff(feat, want)[0] <= TOLERANCE["f32"]
     assert max_diff(outs[1][1], outs[0][1])[0] <= TOLERANCE["f32"]
+
+
+def test_a_backlog_beyond_the_window_is_left_out_of_the_context(native, tiny_target, tmp_path):
+    """A backlog of more than n_window pairs keeps the last n_window of it (whole blocks) and its last block: the
+    outputs are those of a drafter given those pairs alone (RoPE sees relative positions only), for the context pass,
+    tree blocks and pairs pushed later, and they differ from the whole context's; truncating into the pairs left out
+    evaluates the kept ones anew, windowed again."""
+    path = make_drafter(tiny_target, tmp_path / "d.gguf", block_size=3, n_layer=2)
+    rng = np.random.default_rng(6)
+    feats = rng.standard_normal((50, 64)).astype(np.float32)
+    toks = rng.integers(0, 320, 50).astype(np.int32)
+
+    def alone(lo: int, hi: int):
+        dft = native.Drafter(str(path), str(tiny_target), n_batch=7, n_threads=2, n_window=0)
+        dft.push_pairs(feats[lo:hi], toks[lo:hi])
+        return dft
+
+    def same(got, want):
+        for g, w in zip(got, want, strict=True):
+            assert max_diff(g, w)[0] <= 10 * TOLERANCE["f32"] * max_diff(g, w)[1]
+
+    # 40 pairs, block 3: the backlog before the last block ends at 37, the window of 10 is 9 pairs: 28 .. 39 stay
+    windowed = native.Drafter(str(path), str(tiny_target), n_batch=7, n_threads=2, n_window=10)
+    windowed.push_pairs(feats[:40], toks[:40])
+    windowed.catch_up()
+    reference = alone(28, 40)
+    same(windowed.eval_context(), reference.eval_context())
+    block = (np.array([-1]), rng.standard_normal((1, 3, 64)).astype(np.float32), toks[40:43].reshape(1, 3).copy())
+    same(windowed.eval_blocks(*block), reference.eval_blocks(*block))
+    for dft in (windowed, reference):
+        dft.push_pairs(feats[40:46], toks[40:46])
+    same(windowed.eval_context(), reference.eval_context())
+    whole = alone(0, 46)
+    assert max_diff(whole.eval_context()[0], reference.eval_context()[0])[0] > 1e3 * TOLERANCE["f32"]
+
+    windowed.truncate(20)  # into the pairs left out: 0 .. 19 are evaluated anew, and 8 .. 19 kept
+    same(windowed.eval_context(), alone(8, 20).eval_context())
+
+
+def test_the_window_must_not_be_negative(native, tiny_drafter, tiny_target):
+    with pytest.raises(ValueError, match="n_window -1"):
+        native.Drafter(str(tiny_drafter), str(tiny_target), n_window=-1)

@@ -27,13 +27,13 @@
 // probe spacing keep their memory across requests, so a run of requests where the drafter does not
 // pay costs about one probe each. Where even the drafter's best case cannot pay (ceiling: every node
 // as likely as its best calibrated key is expected to be, d counted), no probe runs at all, so no
-// request pays the drafter's catch-up over its prompt either (~0.5 ms a token for Qwen2.5-1.5B's
-// drafter on 2 CPU cores): on a steep curve (a Q4_K_M target on a CPU) the drafter is then off and
-// n-gram lookup drafts alone. The ceiling follows the curve, d and the rates (whose keys, once no
-// longer tried, age back towards the drafter file's held-out priors: acceptance.h); d is unknown
-// (0) until the drafter has run once unless measured apart (set_draft_cost: EdgeFalcon measures it when
-// it loads a drafter, once per drafter, target and device), so that where the ceiling is closed even an
-// engine's first request does not probe.
+// request pays the drafter's catch-up over its prompt either (~0.4 ms a token, of its last 256 at most,
+// for Qwen2.5-1.5B's drafter on 2 CPU cores): on a steep curve (a Q4_K_M target on a CPU) the drafter
+// is then off and n-gram lookup drafts alone. The ceiling follows the curve, d and the rates (whose
+// keys, once no longer tried, age back towards the drafter file's held-out priors: acceptance.h); d
+// is unknown (0) until the drafter has run once unless measured apart (set_draft_cost: EdgeFalcon
+// measures it when it loads a drafter, once per drafter, target and device), so that where the
+// ceiling is closed even an engine's first request does not probe.
 #pragma once
 
 #include "falcon-edge/tree.h"
