@@ -137,23 +137,22 @@ class EdgeFalcon:
             # the preset alone, as published: no n-gram branches merged in
             self.spec = dataclasses.replace(self.spec, n_nodes_max=preset.n_nodes + 1, depth_max=preset.depth,
                                             preset_parent=preset.parent, preset_rank=preset.rank, ngram_branches=0)
+        # what the cached costs were measured with (cost_curve's cache keys)
+        device = {"n_threads": n_threads or os.cpu_count() or 1, "n_batch": self.context.n_batch,
+                  "n_gpu_layers": n_gpu_layers, "flash_attn": self.context.flash_attn}
         if verify_cost is not None:
             if not verify_cost or any(not c > 0 for c in verify_cost):
                 raise ValueError(f"verify_cost must be a non-empty list of positive costs, got {verify_cost!r}")
             self._engine.set_verify_cost([float(c) for c in verify_cost])
         elif self.mode != "plain":
             # the curve sizes trees (tree_budget 0); the path head's costs decide which rows it computes together
-            cost = cost_curve.load_or_measure(self._engine, self.target_path, n_threads=n_threads or os.cpu_count() or 1,
-                                              n_batch=self.context.n_batch, n_gpu_layers=n_gpu_layers,
-                                              flash_attn=self.context.flash_attn)
+            cost = cost_curve.load_or_measure(self._engine, self.target_path, **device)
             self._engine.set_verify_cost(cost.curve)
             self._engine.set_head_cost(*cost.head)
         if self.mode == "falcon" and self.spec.n_nodes_max == 0:
             # auto-sized trees weigh the drafter's cost from the first cycle
             self._engine.set_draft_cost(cost_curve.load_or_measure_draft(
-                self._engine, self.target_path, self.drafter_path, self.spec,
-                n_threads=n_threads or os.cpu_count() or 1, n_batch=self.context.n_batch, n_gpu_layers=n_gpu_layers,
-                flash_attn=self.context.flash_attn))
+                self._engine, self.target_path, self.drafter_path, self.spec, **device))
         eng = self._engine
         self.template = ChatTemplate(
             eng.meta("tokenizer.chat_template") or None,
