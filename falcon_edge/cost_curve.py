@@ -10,8 +10,9 @@ them; a change of any re-measures. Delete the file (``~/.cache/falcon-edge/verif
 to re-measure, e.g. after a measurement taken while other programs loaded the machine. The engine refines the curve
 online from the decodes it times (cost-model.h), but each process starts from the cached one.
 
-The drafter's cost of a cycle relative to a plain step is measured and cached the same way, once per drafter, target,
-device and drafting settings (load_or_measure_draft), so that the engine weighs it from its first request.
+The drafter's costs relative to a plain step (a drafting cycle, a pair of its catch-up over a new prompt) are measured
+and cached the same way, once per drafter, target, device and drafting settings (load_or_measure_draft), so that the
+engine weighs them from its first request.
 """
 
 from __future__ import annotations
@@ -65,6 +66,19 @@ class VerifyCost:
 
     curve: list[float]
     head: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class DraftCost:
+    """The drafter's costs relative to one plain step of the target.
+
+    Attributes:
+        cycle: drafting one cycle's tree (a probe's: the curve's largest size).
+        pair: one committed pair of a catch-up (a new prompt's, the drafter's window at most).
+    """
+
+    cycle: float
+    pair: float
 
 
 def _cache_file() -> Path:
@@ -135,14 +149,14 @@ def load_or_measure(engine: _native.Engine, model_path: Path, *, n_threads: int,
 
 
 def load_or_measure_draft(engine: _native.Engine, model_path: Path, drafter_path: Path, spec: SpecConfig, *,
-                          n_threads: int, n_batch: int, n_gpu_layers: int, flash_attn: bool) -> float:
-    """Returns the drafter's cost of one cycle relative to one plain step of the target, measuring (a fraction of a
-    second) on first use.
+                          n_threads: int, n_batch: int, n_gpu_layers: int, flash_attn: bool) -> DraftCost:
+    """Returns the drafter's costs relative to one plain step of the target, measuring (a second or two) on first use.
 
-    The engine counts this cost from its first cycle (cost-model.h: where even the drafter's best case cannot pay,
-    no request drafts); without it, the cost is known only once the drafter has drafted, so an engine's first request
-    would probe. It is measured as a probe cycle drafts: a tree of the curve's largest size with `spec`, after
-    DRAFT_CONTEXT, against a one-node decode timed alternately with it.
+    The engine counts them from its first cycle (cost-model.h: where even the drafter's best case, its catch-up over a
+    new prompt included, cannot pay, no request drafts); without them, the cost of a cycle is known only once the
+    drafter has drafted, so an engine's first request would probe, and a catch-up's not at all. A cycle is measured as
+    a probe drafts: a tree of the curve's largest size with `spec`, after DRAFT_CONTEXT, against a one-node decode
+    timed alternately with it; a pair as the drafter catches up on DRAFT_CONTEXT.
 
     Args:
         engine: an engine with the drafter loaded and its verify-cost curve set (its KV cache is cleared).
@@ -156,14 +170,15 @@ def load_or_measure_draft(engine: _native.Engine, model_path: Path, drafter_path
            f"k{spec.top_k_draft}|p{spec.n_passes}|d{spec.depth_max}")
     cached = _read_cache()
     entry = cached.get(key)
-    if isinstance(entry, dict) and is_number(entry.get("draft")) and math.isfinite(entry["draft"]) and entry["draft"] >= 0:
-        return float(entry["draft"])
+    if isinstance(entry, dict) and all(is_number(entry.get(f)) and math.isfinite(entry[f]) and entry[f] >= 0
+                                       for f in ("cycle", "pair")):
+        return DraftCost(float(entry["cycle"]), float(entry["pair"]))
     log.info("measuring the drafting cost of %s on %s (once per drafter, model and device)", drafter_path.name,
              model_path.name)
     tokens = engine.tokenize(DRAFT_CONTEXT, True, False)
     n_nodes = min(len(engine.verify_cost()) or N_MAX_CPU, n_batch)
-    draft_us, step_us = engine.measure_draft_cost(tokens, spec.to_native(), n_nodes, N_REPS)
-    cost = draft_us / step_us
-    cached[key] = {"draft": cost, "drafter": str(drafter_path.resolve())}
+    draft_us, step_us, pair_us = engine.measure_draft_cost(tokens, spec.to_native(), n_nodes, N_REPS)
+    cost = DraftCost(draft_us / step_us, pair_us / step_us)
+    cached[key] = {"cycle": cost.cycle, "pair": cost.pair, "drafter": str(drafter_path.resolve())}
     _write_cache(cached)
     return cost

@@ -150,9 +150,10 @@ class EdgeFalcon:
             self._engine.set_verify_cost(cost.curve)
             self._engine.set_head_cost(*cost.head)
         if self.mode == "falcon" and self.spec.n_nodes_max == 0:
-            # auto-sized trees weigh the drafter's cost from the first cycle
-            self._engine.set_draft_cost(cost_curve.load_or_measure_draft(
-                self._engine, self.target_path, self.drafter_path, self.spec, **device))
+            # auto-sized trees weigh the drafter's costs from the first cycle
+            draft = cost_curve.load_or_measure_draft(self._engine, self.target_path, self.drafter_path, self.spec,
+                                                     **device)
+            self._engine.set_draft_cost(draft.cycle, draft.pair)
         eng = self._engine
         self.template = ChatTemplate(
             eng.meta("tokenizer.chat_template") or None,

@@ -13,6 +13,7 @@
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 namespace nb = nanobind;
@@ -126,8 +127,9 @@ static void bind_engine(nb::module_ & m) {
              "(row, extra) in microseconds: a one-row path-head call, each further row of an n_rows call")
         .def("measure_draft_cost", &fe::engine::measure_draft_cost, "tokens"_a, "spec"_a, "n_nodes_max"_a, "n_reps"_a,
              nb::call_guard<compute_guard>(),
-             "(draft, step) in microseconds: the drafter drafting one cycle's tree after `tokens`, one plain step")
-        .def("set_draft_cost", &fe::engine::set_draft_cost, "cost"_a, nb::call_guard<nb::gil_scoped_release>())
+             "(draft, step, pair) in microseconds: the drafter drafting one cycle's tree after `tokens`, one plain "
+             "step, one pair of the drafter's catch-up over `tokens`")
+        .def("set_draft_cost", &fe::engine::set_draft_cost, "cycle"_a, "pair"_a, nb::call_guard<nb::gil_scoped_release>())
         .def("draft_cost", &fe::engine::draft_cost, nb::call_guard<nb::gil_scoped_release>(),
              "the drafter's cost of a cycle relative to one plain step: measured apart, then running")
         .def("reset", &fe::engine::reset, nb::call_guard<nb::gil_scoped_release>())

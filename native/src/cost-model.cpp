@@ -188,21 +188,21 @@ void cost_model::start_request() {
     start_probe();
 }
 
-double cost_model::ceiling(float best_rate) const {
+double cost_model::ceiling(float best_rate, int32_t backlog) const {
     std::vector<float> chain(std::max(0, n_max() - 1));
     float v = 1.0f;
     for (float & value : chain) {
         value = v *= best_rate;
     }
     int32_t n = 1;
-    return best_speed(chain, draft_cost(), n);
+    return best_speed(chain, draft_cost() + backlog * pair_cost_ / N_PROBE_FIRST, n);
 }
 
-bool cost_model::worth_drafting(float best_rate) {
+bool cost_model::worth_drafting(float best_rate, int32_t backlog) {
     if (curve_.empty()) {
         return true;
     }
-    if (ceiling(best_rate) <= 1.0 + MIN_GAIN) {
+    if (ceiling(best_rate, backlog) <= 1.0 + MIN_GAIN) {
         n_probe_left_ = 0; // no probe could find a gain the best case does not hold
         return false;
     }

@@ -264,6 +264,13 @@ void drafter::truncate(int32_t n) {
     phase_open = false;
 }
 
+int32_t drafter::backlog() const {
+    const int32_t k = w.hparams.block_size;
+    const int32_t window = std::max(k, params.n_window / k * k);
+    const int32_t end = n_pairs() - k;
+    return params.n_window > 0 && end - n_cached > window ? window + k : n_pairs() - n_cached;
+}
+
 void drafter::skip_backlog(int32_t end) {
     const int32_t k = w.hparams.block_size;
     const int32_t window = std::max(k, params.n_window / k * k);

@@ -318,8 +318,8 @@ std::pair<double, double> engine::measure_head_cost(int32_t n_rows, int32_t n_re
     return {row, std::max(0.0, (median(t_many) - row) / (n_rows - 1))};
 }
 
-std::pair<double, double> engine::measure_draft_cost(const std::vector<llama_token> & tokens, const spec_params & sp,
-                                                     int32_t n_nodes_max, int32_t n_reps) {
+std::tuple<double, double, double> engine::measure_draft_cost(const std::vector<llama_token> & tokens,
+                                                              const spec_params & sp, int32_t n_nodes_max, int32_t n_reps) {
     proposer * dft = proposer_for("falcon");
     if (dft == nullptr) {
         throw std::invalid_argument("cannot measure the drafting cost: no drafter is loaded");
@@ -332,11 +332,19 @@ std::pair<double, double> engine::measure_draft_cost(const std::vector<llama_tok
     // the context as a request leaves it: the tokens before the root evaluated, each paired with the next
     const std::vector<llama_token> context(tokens.begin(), tokens.end() - 1);
     const std::vector<float> feats = evaluate(context, true);
-    std::pair<double, double> out;
+    std::tuple<double, double, double> out;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        dft->accept(feats.data(), tokens.data() + 1, n - 1);
-        dft->catch_up(n_nodes_max);
+        // the catch-up over the context, timed the second time (the first warms up)
+        double t_pair = 0.0;
+        for (int32_t warm = 0; warm < 2; ++warm) {
+            dft->reset(0);
+            dft->accept(feats.data(), tokens.data() + 1, n - 1);
+            const int32_t before = dft->backlog();
+            const double t0 = now_us();
+            dft->catch_up(n_nodes_max);
+            t_pair = (now_us() - t0) / std::max(1, before - dft->backlog());
+        }
         rng r(0);
         const sampling_params greedy;
         tree t;
@@ -372,18 +380,18 @@ std::pair<double, double> engine::measure_draft_cost(const std::vector<llama_tok
             t_draft.push_back(time_draft());
             t_step.push_back(time_step());
         }
-        out = {median(t_draft), median(t_step)};
+        out = {median(t_draft), median(t_step), t_pair};
     }
     reset();
     return out;
 }
 
-void engine::set_draft_cost(double d) {
-    if (!(std::isfinite(d) && d >= 0.0)) {
-        throw std::invalid_argument(format("the drafting cost must be finite and >= 0, got %g", d));
+void engine::set_draft_cost(double d, double pair) {
+    if (!(std::isfinite(d) && d >= 0.0 && std::isfinite(pair) && pair >= 0.0)) {
+        throw std::invalid_argument(format("drafting costs must be finite and >= 0, got %g a cycle and %g a pair", d, pair));
     }
     std::lock_guard<std::mutex> lock(mutex_);
-    cost_.set_draft_cost(d);
+    cost_.set_draft_cost(d, pair);
 }
 
 double engine::draft_cost() const {
@@ -829,7 +837,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         const double t0 = now_us();
         const int32_t n_nodes_max = std::min({budget, params_.n_batch, n_ctx() - n_past - 1});
         if (n_nodes_max > 1 && (dft != nullptr || ngram != nullptr)) {
-            const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting(dft->best_rate()));
+            const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting(dft->best_rate(), dft->backlog()));
             if (drafted) {
                 dft->catch_up(n_nodes_max);
                 const double t_cycle = now_us();

@@ -162,7 +162,7 @@ def test_the_ceiling_counts_the_drafters_measured_cost(tiny_path, drafter_path):
     spec = llm.generate(first, max_tokens=64)
     assert spec.tokens == plain.tokens
     assert spec.stats.n_draft_passes == 0
-    llm._engine.set_draft_cost(0.0)
+    llm._engine.set_draft_cost(0.0, 0.0)
     assert 0 < llm.generate(first, max_tokens=64).stats.n_draft_passes <= 4
     plain = llm.generate(second, max_tokens=64, speculative=False)
     spec = llm.generate(second, max_tokens=64)
@@ -174,15 +174,16 @@ def test_the_drafting_cost_is_measured_once_per_drafter_and_cached(tiny_path, dr
     monkeypatch.setenv("FALCON_EDGE_CACHE", str(tmp_path / "models"))
     cache = tmp_path / "verify-cost.json"
     measured = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=512, n_threads=2)._native_engine().draft_cost()
-    (key, entry), = [(k, v) for k, v in json.loads(cache.read_text()).items() if "draft" in v]
-    assert measured > 0 and entry == {"draft": measured, "drafter": str(drafter_path.resolve())}
+    (key, entry), = [(k, v) for k, v in json.loads(cache.read_text()).items() if "drafter" in v]
+    assert measured > 0 and entry["cycle"] == measured and entry["pair"] > 0
+    assert entry["drafter"] == str(drafter_path.resolve())
     # a cached cost is read back, not measured again
-    cache.write_text(json.dumps({**json.loads(cache.read_text()), key: {**entry, "draft": 0.25}}))
+    cache.write_text(json.dumps({**json.loads(cache.read_text()), key: {**entry, "cycle": 0.25}}))
     assert EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=512, n_threads=2)._native_engine().draft_cost() == 0.25
     # other drafting settings shape another cycle: measured and cached apart
     wider = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=512, n_threads=2, spec=SpecConfig(top_k_draft=8))
     assert wider._native_engine().draft_cost() not in (0.0, 0.25)
-    assert sum("draft" in v for v in json.loads(cache.read_text()).values()) == 2
+    assert sum("drafter" in v for v in json.loads(cache.read_text()).values()) == 2
     # a fixed tree budget weighs no drafting cost: none is measured
     fixed = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=512, n_threads=2, tree_budget=8)
     assert fixed._native_engine().draft_cost() == 0.0
@@ -194,7 +195,7 @@ def test_the_drafting_cost_of_a_deleted_drafter_leaves_the_cache(tiny_target, tm
     EdgeFalcon(tiny_target.path, drafter=gone, n_ctx=512, n_threads=2)
     gone.unlink()
     EdgeFalcon(tiny_target.path, drafter=_rates_drafter(tiny_target, tmp_path, 0.5), n_ctx=512, n_threads=2)
-    drafters = [v["drafter"] for v in json.loads((tmp_path / "verify-cost.json").read_text()).values() if "draft" in v]
+    drafters = [v["drafter"] for v in json.loads((tmp_path / "verify-cost.json").read_text()).values() if "drafter" in v]
     assert drafters == [str((tmp_path / "rates-0.5.gguf").resolve())]
 
 
@@ -208,7 +209,31 @@ def test_measuring_the_drafting_cost_needs_a_drafter_and_leaves_the_engine_exact
         engine.measure_draft_cost([1, 2, 3], SpecConfig().to_native(), 16, 0)
     prompt = load_prompts("gsm8k", 1)[0]
     before = llm.generate(prompt, max_tokens=48).tokens
-    draft_us, step_us = engine.measure_draft_cost(engine.tokenize(prompt, True, False), SpecConfig().to_native(), 16, 3)
-    assert draft_us > 0 and step_us > 0
+    draft_us, step_us, pair_us = engine.measure_draft_cost(engine.tokenize(prompt, True, False), SpecConfig().to_native(),
+                                                           16, 3)
+    assert draft_us > 0 and step_us > 0 and pair_us > 0
     assert engine.cached_tokens() == []
     assert llm.generate(prompt, max_tokens=48).tokens == before
+
+
+@pytest.mark.parametrize(("pair", "runs"), [(0.0, True), (1.0, False)])
+def test_the_ceiling_counts_the_catch_up_over_a_new_prompt(tiny_target, tmp_path, pair, runs):
+    # where verification is free a chain of nodes worth 0.9 times their parent pays, with a cycle's drafting free;
+    # the prompt's catch-up (about 240 pairs) is paid once, over the 16 cycles before a drafter that pays is probed
+    # again: free, the drafter runs; at a step a pair (15 steps a cycle), not even that chain can pay, so it never runs
+    llm = EdgeFalcon(tiny_target.path, drafter=_rates_drafter(tiny_target, tmp_path, 0.9), n_ctx=2048, n_threads=2,
+                     verify_cost=CHEAP, spec=SpecConfig(ngram_branches=0))
+    llm._engine.set_draft_cost(0.0, pair)
+    prompt = load_prompts("gsm8k", 1)[0]
+    plain = llm.generate(prompt, max_tokens=32, speculative=False)
+    spec = llm.generate(prompt, max_tokens=32)
+    assert spec.tokens == plain.tokens and spec.stats.n_prompt > 200
+    assert (spec.stats.n_draft_passes > 0) == runs
+
+
+def test_drafting_costs_that_are_no_costs_are_refused(tiny_path, drafter_path):
+    engine = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=512, n_threads=2, verify_cost=CHEAP)._native_engine()
+    with pytest.raises(ValueError, match="got nan a cycle and 0 a pair"):
+        engine.set_draft_cost(float("nan"), 0.0)
+    with pytest.raises(ValueError, match="got 0 a cycle and -1 a pair"):
+        engine.set_draft_cost(0.0, -1.0)

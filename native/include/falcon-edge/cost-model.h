@@ -29,7 +29,9 @@
 // as likely as its best calibrated key is expected to be, d counted), no probe runs at all, so no
 // request pays the drafter's catch-up over its prompt either (~0.4 ms a token, of its last 256 at most,
 // for Qwen2.5-1.5B's drafter on 2 CPU cores): on a steep curve (a Q4_K_M target on a CPU) the drafter
-// is then off and n-gram lookup drafts alone. The ceiling follows the curve, d and the rates (whose
+// is then off and n-gram lookup drafts alone. That catch-up is counted against the ceiling too: a
+// backlog of pairs (set_draft_cost's pair cost each) spread over the N_PROBE_FIRST cycles before a
+// drafter that pays is probed again. The ceiling follows the curve, d and the rates (whose
 // keys, once no longer tried, age back towards the drafter file's held-out priors: acceptance.h); d
 // is unknown (0) until the drafter has run once unless measured apart (set_draft_cost: EdgeFalcon
 // measures it when it loads a drafter, once per drafter, target and device), so that where the
@@ -60,9 +62,10 @@ public:
     // cost set_draft_cost measured before (0 without one). Kept across requests, like the curve: both
     // belong to drafter, target and device
     double draft_cost() const;
-    // the drafter's cost of a cycle relative to one plain step, measured apart (engine::measure_draft_cost):
-    // what draft_cost() is before this process has drafted. Kept by set_curve.
-    void set_draft_cost(double d) { draft_measured_ = d; }
+    // the drafter's costs relative to one plain step, measured apart (engine::measure_draft_cost): d, a
+    // cycle's, what draft_cost() is before this process has drafted; pair, one committed pair's in a catch-up
+    // (the ceiling counts a backlog's). Kept by set_curve.
+    void set_draft_cost(double d, double pair) { draft_measured_ = d; pair_cost_ = pair; }
     // the current estimate of c(n), the measured prior blended with what observe_decode saw
     double cost(int32_t n) const;
     // c(n) where the curve reaches n; beyond it (a preset tree larger than the curve) the curve's last point in
@@ -98,13 +101,15 @@ public:
     // a new request: its first cycles probe, and the gain measured there replaces the running one
     void start_request();
     // whether the costly proposer is expected to pay (probes every so often while it does not); never
-    // where even its best case cannot pay (ceiling)
-    bool worth_drafting(float best_rate);
+    // where even its best case cannot pay (ceiling), `backlog` pairs to catch up on first
+    bool worth_drafting(float best_rate, int32_t backlog);
     // the best expected speed (relative to plain decoding) of any tree of the costly proposer, its
     // draft_cost() counted, when each node is worth at most `best_rate` times its parent: a chain of
     // values best_rate, best_rate^2, ... (a position has one right token, so its candidates' chances add
-    // up to at most the best rate, and siblings that split it are worth less than one node holding it)
-    double ceiling(float best_rate) const;
+    // up to at most the best rate, and siblings that split it are worth less than one node holding it).
+    // A backlog of pairs to catch up on first (a new prompt) is paid once: spread over the cycles until
+    // a drafter that pays is probed again (16), it adds its cost over 16 to each cycle's
+    double ceiling(float best_rate, int32_t backlog) const;
 
 private:
     // learns c(n) from a decode of n <= n_max nodes, relative to the running one-node decode time
@@ -123,6 +128,7 @@ private:
     double token_us_     = 0.0;         // running decode time over its estimated cost c(n): one token's share
     double draft_us_     = 0.0;         // running drafting time of a cycle in which the drafter ran
     double draft_measured_ = 0.0;       // set_draft_cost: the cost of a cycle measured apart (0: none)
+    double pair_cost_    = 0.0;         // set_draft_cost: one pair of a catch-up (0: not measured)
     double gain_         = 0.0;   // running gain of drafting
     double probe_gain_   = 0.0;   // mean gain of the current probe's cycles so far
     int32_t n_probe_left_ = 0;    // cycles left in the current probe (0: not probing)

@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -79,14 +80,15 @@ public:
     // (medians of n_reps); (0, 0) without the path head
     std::pair<double, double> measure_head_cost(int32_t n_rows, int32_t n_reps);
     // times (microseconds) of the Falcon drafter drafting one cycle's tree of up to n_nodes_max nodes with `sp`
-    // below tokens.back(), the pairs of the tokens before it committed with the target's features, and of one plain
-    // step after them (a one-node decode with its logits): medians of n_reps. Clears the KV cache and the proposers'
-    // state; the calibration is untouched. Throws std::invalid_argument without a drafter or with bad sizes
-    std::pair<double, double> measure_draft_cost(const std::vector<llama_token> & tokens, const spec_params & sp,
-                                                 int32_t n_nodes_max, int32_t n_reps);
-    // the drafter's cost of a cycle relative to one plain step, measured before this process drafted
-    // (cost_model::set_draft_cost); draft_cost() is the running estimate
-    void set_draft_cost(double d);
+    // below tokens.back(), the pairs of the tokens before it committed with the target's features, of one plain
+    // step after them (a one-node decode with its logits), both medians of n_reps, and of one pair of the drafter's
+    // catch-up over those tokens. Clears the KV cache and the proposers' state; the calibration is untouched.
+    // Throws std::invalid_argument without a drafter or with bad sizes
+    std::tuple<double, double, double> measure_draft_cost(const std::vector<llama_token> & tokens, const spec_params & sp,
+                                                          int32_t n_nodes_max, int32_t n_reps);
+    // the drafter's costs relative to one plain step, measured before this process drafted: a cycle's and a
+    // catch-up pair's (cost_model::set_draft_cost); draft_cost() is the running estimate of a cycle's
+    void set_draft_cost(double d, double pair);
     double draft_cost() const;
 
     // ---- generation ----
