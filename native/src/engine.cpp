@@ -826,6 +826,9 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     // the largest tree of a cycle: the fixed budget, or in auto mode the curve's largest size
     const bool auto_budget = gp.spec.n_nodes_max == 0;
     const int32_t budget = !auto_budget ? gp.spec.n_nodes_max : cost_.n_max() > 0 ? cost_.n_max() : N_NODES_AUTO;
+    // the prompt's catch-up weighs on the ceiling until the drafter first drafts in this request; after that,
+    // what it has to catch up on is the request's own stretch without drafting, which the probes weigh
+    bool dft_drafted = false;
     while (!done) {
         if (cancel_) {
             throw aborted("generation was cancelled");
@@ -837,7 +840,9 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         const double t0 = now_us();
         const int32_t n_nodes_max = std::min({budget, params_.n_batch, n_ctx() - n_past - 1});
         if (n_nodes_max > 1 && (dft != nullptr || ngram != nullptr)) {
-            const bool drafted = dft != nullptr && (!auto_budget || cost_.worth_drafting(dft->best_rate(), dft->backlog()));
+            const bool drafted = dft != nullptr &&
+                (!auto_budget || cost_.worth_drafting(dft->best_rate(), dft_drafted ? 0 : dft->backlog()));
+            dft_drafted = dft_drafted || drafted;
             if (drafted) {
                 dft->catch_up(n_nodes_max);
                 const double t_cycle = now_us();

@@ -29,9 +29,10 @@
 // as likely as its best calibrated key is expected to be, d counted), no probe runs at all, so no
 // request pays the drafter's catch-up over its prompt either (~0.4 ms a token, of its last 256 at most,
 // for Qwen2.5-1.5B's drafter on 2 CPU cores): on a steep curve (a Q4_K_M target on a CPU) the drafter
-// is then off and n-gram lookup drafts alone. That catch-up is counted against the ceiling too: a
-// backlog of pairs (set_draft_cost's pair cost each) spread over the N_PROBE_FIRST cycles before a
-// drafter that pays is probed again. The ceiling follows the curve, d and the rates (whose
+// is then off and n-gram lookup drafts alone. A request's catch-up over its prompt is counted against
+// the ceiling too, until the drafter first drafts in it: a backlog of pairs (set_draft_cost's pair
+// cost each) spread over the N_PROBE_FIRST cycles before a drafter that pays is probed again. The
+// ceiling follows the curve, d and the rates (whose
 // keys, once no longer tried, age back towards the drafter file's held-out priors: acceptance.h); d
 // is unknown (0) until the drafter has run once unless measured apart (set_draft_cost: EdgeFalcon
 // measures it when it loads a drafter, once per drafter, target and device), so that where the
