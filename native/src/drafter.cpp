@@ -264,18 +264,20 @@ void drafter::truncate(int32_t n) {
     phase_open = false;
 }
 
-int32_t drafter::backlog() const {
+int32_t drafter::window_start(int32_t end) const {
     const int32_t k = w.hparams.block_size;
     const int32_t window = std::max(k, params.n_window / k * k);
-    const int32_t end = n_pairs() - k;
-    return params.n_window > 0 && end - n_cached > window ? window + k : n_pairs() - n_cached;
+    return params.n_window > 0 && end - n_cached > window ? end - window : n_cached;
+}
+
+int32_t drafter::backlog() const {
+    return n_pairs() - window_start(n_pairs() - w.hparams.block_size);
 }
 
 void drafter::skip_backlog(int32_t end) {
-    const int32_t k = w.hparams.block_size;
-    const int32_t window = std::max(k, params.n_window / k * k);
-    if (params.n_window > 0 && end - n_cached > window) {
-        n_skip = n_cached = end - window;
+    const int32_t start = window_start(end);
+    if (start > n_cached) {
+        n_skip = n_cached = start;
     }
 }
 

@@ -192,8 +192,10 @@ private:
     // most n_batch pairs cut at block ends; the outputs are those of the last graph
     void eval_range(int32_t c0, int32_t end, std::vector<float> & out_feat, std::vector<float> & out_logits);
     void check_tokens(const llama_token * tok, size_t n) const;
-    // where more than n_window pairs before `end` (a block end) are pending, leaves the older ones out of the
-    // context: n_skip = n_cached = end - the window in whole blocks
+    // the first pair a catch-up to `end` (a block end) evaluates: n_cached, or where more than n_window pairs
+    // are pending, end - the window in whole blocks
+    int32_t window_start(int32_t end) const;
+    // leaves the pairs before window_start(end) out of the context: n_skip = n_cached = window_start(end)
     void skip_backlog(int32_t end);
 
     drafter_params  params;
