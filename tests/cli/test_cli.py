@@ -96,6 +96,23 @@ def test_generate_matches_engine(cwd, smollm_path):
     assert re.search(r"plain: +[\d.]+ tok/s", out.stderr)
 
 
+def test_demo_says_whether_the_answers_are_identical(cwd, smollm_path):
+    prompt = "Name three primary colors."
+    out = run_cli(cwd, "demo", "-m", MODEL, "-t", "1", "-n", "24", "-p", prompt)
+    assert out.returncode == 0, out.stderr
+    head = f"> {prompt}\n\n"
+    assert out.stdout.startswith(head), out.stdout
+    answer, stats = out.stdout[len(head):].rsplit("\n\n", 1)
+    spec_line, plain_line, last = stats.splitlines()
+    assert re.match(r"falcon: +[\d.]+ tok/s", spec_line) and re.match(r"plain: +[\d.]+ tok/s", plain_line), stats
+    with EdgeFalcon(MODEL, n_threads=1) as llm:
+        plain = llm.chat([{"role": "user", "content": prompt}], max_tokens=24, temperature=0, speculative=False)
+    if answer == plain["choices"][0]["message"]["content"]:
+        assert last.endswith("(same engine, greedy, identical output)"), last
+    else:
+        assert re.search(r"the answers part at token \d+ of \d+", last), (answer, last)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
