@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__, bench_report, models, peers
+from . import __version__, bench_report, drafters, models, peers
 from .datasets import DATASETS, load_prompts
 from .engine import EdgeFalcon
 
@@ -49,6 +49,8 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         temperature: float = 0.0, seed: int = 0, progress: bool = True) -> dict:
     """Runs the comparison and returns the report (see :func:`format_table`); ``tree`` names a preset shape.
 
+    ``drafter``: ``"auto"`` (the drafter shipped for the target, else ``"ngram"``), ``"ngram"`` or a drafter GGUF.
+
     ``n_prompts`` prompts of each set from its ``first_prompt`` (0-based, file order).
 
     ``repeats`` runs of each prompt per mode, in the order plain, spec, spec, plain, plain, spec, ...
@@ -60,6 +62,9 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if temperature < 0.0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if drafter == "auto":
+        shipped = drafters.shipped_drafter_for_file(models.resolve_model(target))
+        drafter = str(shipped) if shipped is not None else "ngram"
     prompts_of = {name: load_prompts(name, n_prompts, first=first_prompt) for name in datasets}
     llm = EdgeFalcon(target, drafter=drafter, n_threads=n_threads, tree_budget=tree_budget, n_ctx=4096, tree=tree)
     report = {
@@ -222,9 +227,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("--suite", choices=("speculative", "peers"), default="speculative",
                    help="speculative: our drafter vs our plain loop; peers: llama-cpp-python and llama.cpp methods too")
     p.add_argument("-m", "--model", default=models.DEFAULT_TARGET, help="target: registry name or GGUF path")
-    p.add_argument("-md", "--drafter", default=None,
-                   help="speculative suite: 'ngram' (default) or a falcon-sar drafter GGUF; peers suite: the drafter "
-                        "of the falcon method ('auto', the default: the drafter shipped for the target; 'none')")
+    p.add_argument("-md", "--drafter", default="auto",
+                   help="'auto' (default): the drafter shipped for the target (a registry name or a file named after "
+                        "one); without one the speculative suite drafts with 'ngram' and the peers suite skips the "
+                        "falcon method. Else a falcon-sar drafter GGUF, 'ngram' (speculative suite) or 'none' (peers)")
     p.add_argument("--dataset", action="append", choices=list(DATASETS), help="repeatable; default: all three")
     p.add_argument("--n-prompts", type=int, default=5, help="prompts per dataset")
     p.add_argument("--first-prompt", type=int, default=0,
@@ -273,7 +279,7 @@ def _cli_bench(args) -> int:
     if args.suite == "peers":
         report = peers.run(args.model, datasets, args.n_prompts, args.max_tokens, n_threads=args.threads,
                            methods=[m for m in args.methods.split(",") if m],
-                           falcon_drafter=_none(args.drafter or "auto"),
+                           falcon_drafter=_none(args.drafter),
                            draft_model=_none(args.draft_model), n_ctx=args.ctx_size, commit=_commit(),
                            first_prompt=args.first_prompt)
         path = _write_json(report, args.output, "peers")
@@ -282,7 +288,7 @@ def _cli_bench(args) -> int:
         plots = bench_report.regenerate(Path(args.output), Path(args.report), Path(args.img_dir))
         print(f"rebuilt the peers section of {args.report} and {len(plots)} plots in {args.img_dir}")
         return 0
-    report = run(args.model, args.drafter or "ngram", datasets, args.n_prompts, args.max_tokens,
+    report = run(args.model, args.drafter, datasets, args.n_prompts, args.max_tokens,
                  n_threads=args.threads, tree_budget=args.tree_budget, tree=args.tree, repeats=args.repeats,
                  first_prompt=args.first_prompt, temperature=args.temperature, seed=args.seed)
     path = _write_json(report, args.output, "bench")

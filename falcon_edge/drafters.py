@@ -1,8 +1,8 @@
 """Drafters shipped with falcon-edge: the trained falcon-sar GGUFs in models/ (installed as falcon_edge/drafters).
 
-Each registry target that has one is paired with it here; `EdgeFalcon(name)` and `EdgeFalcon.from_name(name)`
-use it when no drafter is given, and the peers benchmark finds it for a target file (the registry's own or an
-export of the same model in another type, e.g. ``qwen2.5-coder-1.5b-instruct-q8_0.gguf``).
+Each registry target that has one is paired with it here. ``EdgeFalcon``'s default ``drafter="auto"`` and both
+benchmark suites find it for a target file named after the registry target: the registry's own file or an export of
+the same model in another type, e.g. ``qwen2.5-coder-1.5b-instruct-q8_0.gguf``.
 """
 
 from __future__ import annotations

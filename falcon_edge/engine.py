@@ -53,8 +53,9 @@ class EdgeFalcon:
 
     Args:
         target: a registry name (see ``falcon-edge models list``; fetched on first use) or a path to a GGUF file.
-        drafter: ``"auto"`` (default: the drafter shipped for a registry target given by name, else plain
-            decoding), None (plain decoding), ``"ngram"`` (prompt lookup) or a path to a falcon-sar drafter GGUF.
+        drafter: ``"auto"`` (default: the drafter shipped for the target, a registry name or a GGUF file named after
+            one such as an export ``<name>-f16.gguf``, else plain decoding), None (plain decoding), ``"ngram"``
+            (prompt lookup) or a path to a falcon-sar drafter GGUF.
         n_ctx: context length in tokens.
         n_threads: CPU threads (None: all cores).
         n_gpu_layers: target layers offloaded to a GPU (CUDA/Metal builds of llama-cpp-python; -1 = all).
@@ -114,7 +115,7 @@ class EdgeFalcon:
         self._engine = _native.Engine(str(self.target_path), self.context.to_native())
         self.drafter_path: Path | None = None
         if str(drafter) == "auto":
-            drafter = drafters.shipped_drafter(str(target)) if models.is_registry_name(str(target)) else None
+            drafter = drafters.shipped_drafter_for_file(self.target_path)
         if drafter is None:
             self.mode = "plain"
         elif str(drafter) == "ngram":

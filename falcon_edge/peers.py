@@ -325,7 +325,7 @@ def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_
     load_before = list(os.getloadavg())
 
     # every node's logits from the decode: the curve of the report is that of llama.cpp's own verification
-    plain = EdgeFalcon(target_path, n_ctx=n_ctx, n_threads=n_threads, path_head=False)
+    plain = EdgeFalcon(target_path, drafter=None, n_ctx=n_ctx, n_threads=n_threads, path_head=False)
     times = plain._native_engine().measure_verify_cost(VERIFY_COST_N_MAX, VERIFY_COST_REPS, VERIFY_COST_DEPTH)
     runners, skipped = _open_runners(names, s, plain)
     report = {

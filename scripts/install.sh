@@ -13,7 +13,8 @@ PIN=$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | head -n 1)
 # machines with llama-cpp-python 0.3.36); native builds keep every other CPU feature
 LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=ON -DCMAKE_C_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16 -DCMAKE_CXX_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16"}
 if [ -n "${CMAKE_ARGS:-}" ]; then
-    LLAMA_CMAKE_ARGS="$CMAKE_ARGS" # e.g. CMAKE_ARGS="-DGGML_CUDA=on" for a CUDA build
+    # e.g. CMAKE_ARGS="-DGGML_CUDA=on" for a CUDA build; later definitions win, so these can override the defaults
+    LLAMA_CMAKE_ARGS="$LLAMA_CMAKE_ARGS $CMAKE_ARGS"
 fi
 KEY=$(printf '%s %s %s' "$PIN" "$LLAMA_CMAKE_ARGS" "$(uname -m)" | sha256sum | cut -c1-16)
 WHEELHOUSE=${FALCON_EDGE_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/falcon-edge/wheels/$KEY}

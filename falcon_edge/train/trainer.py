@@ -560,7 +560,7 @@ def _cli_train(args: argparse.Namespace) -> int:
 
         from .prepare import prepare
 
-        llm = EdgeFalcon(target, n_ctx=args.n_ctx)
+        llm = EdgeFalcon(target, drafter=None, n_ctx=args.n_ctx)
         prepare(llm, work, data_dir=args.data_dir or data_dir(), token_budget=args.tokens,
                 self_distill_seconds=args.self_distill_seconds, self_distill_prompts=args.self_distill_prompts,
                 self_distill_max_tokens=args.self_distill_max_tokens, n_parallel=args.parallel, max_len=args.max_len,

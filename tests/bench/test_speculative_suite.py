@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from falcon_edge import EdgeFalcon, bench
+from falcon_edge import EdgeFalcon, bench, drafters
 
 pytestmark = pytest.mark.model
 
@@ -117,6 +117,14 @@ def test_answers_that_end_on_their_first_token_are_left_out_of_the_speeds(smollm
     assert (mixed["n_prompts"], mixed["n_prompts_timed"]) == (2, 1)
     assert (mixed["speedup"], mixed["speedup_per_prompt"], mixed["tau"]) == \
         (timed["speedup"], timed["speedup_per_prompt"], timed["tau"])
+
+
+def test_the_default_drafter_is_the_shipped_one_else_ngram(smollm_path, tiny_path):
+    shipped = bench.run(str(smollm_path), "auto", ["gsm8k"], 1, 4, n_threads=1, repeats=1, progress=False)
+    assert shipped["drafter"] == str(drafters.drafters_dir() / "falcon-smollm2-135m-instruct.gguf")
+    assert shipped["datasets"]["gsm8k"]["rows"][0]["spec"][0]["mode"] == "falcon"
+    other = bench.run(str(tiny_path), "auto", ["gsm8k"], 1, 4, n_threads=1, repeats=1, progress=False)
+    assert other["drafter"] == "ngram" and other["datasets"]["gsm8k"]["rows"][0]["spec"][0]["mode"] == "ngram"
 
 
 def test_repeats_must_be_positive(smollm_path):

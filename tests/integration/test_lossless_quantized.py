@@ -31,7 +31,7 @@ def _llama_cpp_python_greedy(llm: llama_cpp.Llama, tokens: list[int], n: int) ->
 
 
 def _check_model(path, prompts) -> None:
-    plain = EdgeFalcon(path, n_ctx=2048, n_batch=N_BATCH, n_threads=2)
+    plain = EdgeFalcon(path, drafter=None, n_ctx=2048, n_batch=N_BATCH, n_threads=2)
     spec = EdgeFalcon(path, drafter="ngram", n_ctx=2048, n_batch=N_BATCH, n_threads=2, tree_budget=6)
     ref = llama_cpp.Llama(str(path), n_ctx=2048, n_batch=N_BATCH, n_ubatch=N_BATCH, n_threads=2, flash_attn=False,
                           verbose=False)

@@ -45,9 +45,16 @@ def test_a_registry_name_gets_the_drafter_installed_with_the_package(falcon):
     assert falcon.drafter_path.read_bytes() == DRAFTER.read_bytes()
 
 
-def test_auto_drafter_only_for_registry_names(smollm_path):
-    # the same file by path: no registry pairing is assumed
-    assert EdgeFalcon(smollm_path, n_ctx=256, n_threads=1).mode == "plain"
+def test_auto_drafter_pairs_registry_names_and_files_named_after_them(smollm_path, tiny_path):
+    # the registry's file by path, as an export of it beside the source would be
+    by_path = EdgeFalcon(smollm_path, n_ctx=256, n_threads=1)
+    assert (by_path.mode, by_path.drafter_path) == ("falcon", drafters.drafters_dir() / DRAFTER.name)
+    assert drafters.shipped_drafter_for_file(Path("exports/SmolLM2-135M-Instruct-f16.gguf")) == by_path.drafter_path
+    assert drafters.shipped_drafter_for_file(Path("qwen2.5-coder-1.5b-instruct-q8_0.gguf")).name == \
+        "falcon-qwen2.5-coder-1.5b-instruct.gguf"
+    # a file named after no registry target with a drafter decodes plainly, as does drafter=None
+    assert EdgeFalcon(tiny_path, n_ctx=256, n_threads=1).mode == "plain"
+    assert drafters.shipped_drafter_for_file(Path("my-smollm2-135m-instruct.gguf")) is None
     assert EdgeFalcon("smollm2-135m-instruct", drafter=None, n_ctx=256, n_threads=1).mode == "plain"
     assert drafters.shipped_drafter("gemma-3-270m") is None
     with pytest.raises(UnknownModelError, match="no-such-model"):
@@ -71,7 +78,7 @@ def test_shipped_drafter_is_accepted(falcon):
 
 
 def test_shipped_drafter_is_lossless(falcon, smollm_path):
-    plain = EdgeFalcon(smollm_path, n_ctx=1024, n_threads=1)
+    plain = EdgeFalcon(smollm_path, drafter=None, n_ctx=1024, n_threads=1)
     for prompt in PROMPTS[:2]:
         messages = [{"role": "user", "content": prompt}]
         a = falcon.chat(messages, temperature=0, max_tokens=32)["choices"][0]["message"]["content"]
