@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import platform
 import statistics
 import subprocess
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__, bench_report, drafters, models, peers
+from . import __version__, bench_report, drafters, host, models, peers
 from .datasets import DATASETS, load_prompts
 from .engine import EdgeFalcon
 
@@ -73,7 +72,7 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         "temperature": temperature, "seed": seed,
         "verify_cost": list(llm._native_engine().verify_cost()),
         "path_head": llm.path_head_active, "head_cost": list(llm._native_engine().head_cost()),
-        "machine": platform.processor() or platform.machine(), "commit": _commit(), "version": __version__,
+        "machine": host.cpu_name(), "commit": _commit(), "version": __version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "datasets": {},
     }
     for name, prompts in prompts_of.items():

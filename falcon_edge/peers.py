@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from llama_cpp import Llama
 from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 from tqdm import tqdm
 
-from . import __version__, drafters, llama_tools, models
+from . import __version__, drafters, host, llama_tools, models
 from .datasets import load_prompts
 from .engine import EdgeFalcon
 from .errors import ToolOutputError, ToolsNotFoundError
@@ -272,16 +271,6 @@ def summarize(rows: list[dict], name: str, baseline: str = "plain") -> dict:
     return summary
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_threads: int | None = None,
         methods: list[str] | None = None, falcon_drafter: str | None = "auto", draft_model: str | None = "auto",
         n_ctx: int = 2048, commit: str = "unknown", first_prompt: int = 0, progress: bool = True) -> dict:
@@ -331,7 +320,7 @@ def run(target: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_
     report = {
         "suite": "peers", "target": str(target), "target_file": target_path.name,
         "regime": target_path.stem, "n_threads": n_threads, "n_ctx": n_ctx, "max_tokens": max_tokens,
-        "n_prompts": n_prompts, "first_prompt": first_prompt, "machine": _cpu_name(), "n_cpu": os.cpu_count(), "commit": commit,
+        "n_prompts": n_prompts, "first_prompt": first_prompt, "machine": host.cpu_name(), "n_cpu": os.cpu_count(), "commit": commit,
         "version": __version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_before": load_before,
         "methods": {n: {"label": METHODS[n].label, "tool": METHODS[n].tool} for n in names},

@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from falcon_edge import gguf_schema
+from falcon_edge import gguf_schema, host
 from falcon_edge.convert import read_gguf, write_gguf
 
+from . import card
 from . import features as feature_store
 from .csgd import CSGDConfig, csgd_step, evaluate, make_batch
 from .model import DrafterConfig, FalconDrafter
@@ -244,7 +245,8 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
             grew the data set; their conversations are concatenated).
         work_dir: checkpoints and report.json go here.
         config: the training configuration.
-        out_gguf: convert the result to this falcon-sar GGUF (None: no conversion).
+        out_gguf: convert the result to this falcon-sar GGUF (None: no conversion), with its model card beside it
+            (the same name, ``.md``).
         outtype: the converter's weight type.
         progress: tqdm bar.
         device: torch device (default: cuda when available, else cpu).
@@ -413,6 +415,11 @@ def fit(target_gguf: str | os.PathLike, feature_dir: str | os.PathLike, work_dir
         write_gguf.run(final, target_gguf, out_gguf, outtype=outtype, progress=False)
         report["gguf"] = {"path": str(out_gguf), "bytes": Path(out_gguf).stat().st_size, "outtype": outtype}
     (work / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    if out_gguf is not None:
+        card_path = Path(out_gguf).with_suffix(".md")
+        card_path.write_text(card.render(report, name=Path(out_gguf).name, target_name=Path(target_gguf).stem,
+                                         hardware=host.describe()))
+        log.info("wrote the model card %s", card_path)
     return report
 
 

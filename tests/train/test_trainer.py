@@ -95,6 +95,9 @@ def test_fit_converts_and_the_drafter_loads(tiny_path, tiny_features, tmp_path):
     assert report["steps"] > 0 and report["epochs_done"] == 2
     assert [h["epoch"] for h in report["validation"]] == [1, 2]
     assert out.is_file() and report["gguf"]["bytes"] == out.stat().st_size
+    card_text = out.with_suffix(".md").read_text()
+    assert card_text.startswith("# drafter.gguf\n") and f"- {report['steps']} steps, 2 full epochs" in card_text
+    assert f"{os.cpu_count()} CPU cores" in card_text and f"epoch {report['selected']['epoch']} at step" in card_text
     assert json.loads((tmp_path / "run" / "report.json").read_text())["steps"] == report["steps"]
     ckpt = torch.load(tmp_path / "run" / "drafter.pt", weights_only=False)
     assert ckpt["config"]["draft_vocab_size"] == 200 and ckpt["state_dict"]["d2t"].shape == (200,)
