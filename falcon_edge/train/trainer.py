@@ -523,6 +523,8 @@ def add_cli(subparsers) -> None:
                            help="training prompts offered to self-distillation (the time budget usually ends it first)")
             s.add_argument("--max-len", type=int, default=640, help="truncate conversations to this many tokens")
             s.add_argument("--n-ctx", type=int, default=2048, help="target context for extraction")
+            s.add_argument("--llama-threads", type=int, default=None,
+                           help="llama.cpp CPU threads for extraction and self-distillation (default: all cores)")
         if name in ("fit", "all"):
             s.add_argument("--out", default=None, help="write the drafter GGUF here")
             s.add_argument("--extra-features", action="append", default=[],
@@ -567,7 +569,7 @@ def _cli_train(args: argparse.Namespace) -> int:
 
         from .prepare import prepare
 
-        llm = EdgeFalcon(target, drafter=None, n_ctx=args.n_ctx)
+        llm = EdgeFalcon(target, drafter=None, n_ctx=args.n_ctx, n_threads=args.llama_threads)
         prepare(llm, work, data_dir=args.data_dir or data_dir(), token_budget=args.tokens,
                 self_distill_seconds=args.self_distill_seconds, self_distill_prompts=args.self_distill_prompts,
                 self_distill_max_tokens=args.self_distill_max_tokens, n_parallel=args.parallel, max_len=args.max_len,

@@ -244,3 +244,18 @@ def test_two_ranks_stop_together_on_a_time_budget(tiny_path, tiny_features, tmp_
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert 10 <= report["steps"] and report["epochs_done"] < 100000
     assert report["wall_s"] < 30
+
+
+def test_train_all_from_the_command_line_writes_a_drafter_and_its_card(tiny_path, tmp_path, capsys):
+    work, out = tmp_path / "work", tmp_path / "cli-drafter.gguf"
+    args = ["train", "all", "--target", str(tiny_path), "--work", str(work), "--tokens", "3000", "--llama-threads", "1",
+            "--n-ff", "64", "--draft-vocab", "200", "--epochs", "1", "--tokens-per-batch", "256", "--warmup", "2",
+            "--outtype", "f32", "--out", str(out)]
+    assert main(args) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert (work / "features" / features.INDEX).is_file() and (work / "mix.json").is_file()
+    assert out.with_suffix(".md").read_text().startswith("# cli-drafter.gguf\n")
+    spec_llm = EdgeFalcon(tiny_path, drafter=out, n_ctx=512, tree_budget=4)
+    spec = spec_llm.generate("alpha beta", max_tokens=8, temperature=0)
+    plain = EdgeFalcon(tiny_path, n_ctx=512).generate("alpha beta", max_tokens=8, temperature=0)
+    assert spec.stats.n_drafted > 0 and spec.tokens == plain.tokens
