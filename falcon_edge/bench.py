@@ -160,6 +160,11 @@ def _summary(rows: list[dict]) -> dict:
         # the same ratio with the time of every run replaced by its cost in plain steps (SpecStats.verify_units):
         # what the engine's choices are worth on this device's curve, out of reach of the host's speed noise
         "modeled_speedup": (n_spec / steps_spec) / (n_plain / steps_plain) if steps_plain > 0 else 1.0,
+        # what a user waits for: the speculative prefill's time over the plain one's (the same prompts, every run a
+        # new request), and the speed-up with the prefill counted (tokens over prefill + decoding)
+        "prefill_ratio": sum(s["t_prefill_s"] for s in spec) / sum(s["t_prefill_s"] for s in plain),
+        "end_to_end_speedup": ((n_spec / sum(s["t_total_s"] for s in spec))
+                               / (n_plain / sum(s["t_total_s"] for s in plain))),
         "tau": (accepted + cycles) / cycles if cycles else 1.0,
         "alpha": accepted / n_spec if n_spec else 0.0,
         "draft_acceptance": accepted / drafted if drafted else 0.0,
@@ -168,6 +173,8 @@ def _summary(rows: list[dict]) -> dict:
         # logits rows the path head computed per cycle (0: every node's logits came from the decode)
         "head_rows_per_cycle": sum(s.get("n_head_rows", 0) for s in spec) / cycles if cycles else 0.0,
         "draft_s_share": sum(s["t_draft_s"] for s in spec) / t_spec,
+        # speculative runs the drafter took part in (the others found before their prefill that it could not pay)
+        "drafter_joined": sum(s.get("drafter_joined", False) for s in spec),
         # one drafter forward pass relative to one plain target token (the drafter's own cost)
         "draft_pass_cost": (sum(s["t_draft_s"] for s in spec) / passes) / (t_plain / n_plain) if passes else 0.0,
         # prompts whose runs, plain and speculative, all produced the same tokens (greedy: all but genuine ties)
@@ -203,14 +210,16 @@ def format_table(report: dict) -> str:
     lines = [(f"target {report['target']}  drafter {report['drafter']}  tree {report.get('tree', 'dynamic')}  {decoding}  "
               f"threads {report['n_threads']}  commit {report['commit']}  {report['date']}"),
              (f"{'dataset':<10} {'plain tok/s':>11} {'spec tok/s':>10} {'speedup':>8} {'prompts min-max':>15} {'tau':>6}"
-              f" {'alpha':>6} {'accept':>7} {'n-gram':>6} {'pass cost':>9} {'modeled':>8} {'identical':>9} {'plain noise':>11}")]
+              f" {'alpha':>6} {'accept':>7} {'n-gram':>6} {'pass cost':>9} {'modeled':>8} {'prefill':>8} {'end-to-end':>10}"
+              f" {'identical':>9} {'plain noise':>11}")]
     for name, d in report["datasets"].items():
         spread = f"{min(d['speedup_per_prompt']):.2f}-{max(d['speedup_per_prompt']):.2f}"
         noise = "-" if d["plain_noise"] is None else f"{100 * d['plain_noise']:.1f}%"
         same = f"{d['identical']}/{d['n_prompts']}"
         lines.append(f"{name:<10} {d['plain_tokens_per_s']:>11.2f} {d['spec_tokens_per_s']:>10.2f} {d['speedup']:>7.2f}x "
                      f"{spread:>15} {d['tau']:>6.2f} {d['alpha']:>6.2f} {d['draft_acceptance']:>7.2f} {d['ngram_share']:>6.2f}"
-                     f" {d['draft_pass_cost']:>9.3f} {d['modeled_speedup']:>7.2f}x {same:>9} {noise:>11}")
+                     f" {d['draft_pass_cost']:>9.3f} {d['modeled_speedup']:>7.2f}x {d['prefill_ratio']:>7.2f}x"
+                     f" {d['end_to_end_speedup']:>9.2f}x {same:>9} {noise:>11}")
         for i, r in enumerate(d["rows"]):
             for dv in r.get("divergences", []):
                 gap = "an end of generation" if dv["gap"] is None else f"a top-2 logit gap of {dv['gap']:.3f}"

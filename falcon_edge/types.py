@@ -20,6 +20,10 @@ class SpecStats:
         n_drafted_ngram, n_accepted_ngram: the part of n_drafted and n_accepted offered by n-gram lookup (in mode
             ``"falcon"`` its branches are merged into the drafter's tree).
         n_draft_passes: drafter forward passes.
+        drafter_joined: the drafter took part, fed with the target's features from the prefill on. False without
+            a drafter, and where the engine found before the prefill that even the drafter's best case could not pay
+            for this request on this device (its catch-up over the prompt counted): the request then costs what
+            plain decoding costs, n-gram lookup aside.
         n_nodes_max: largest tree verified in one pass, root included (1 = plain decoding).
         n_head_rows: logits rows the path head computed (on a CPU the trees are decoded up to the final norm and
             the LM head runs only for the rows the acceptance walk reads; 0 when the decode gives every node's logits).
@@ -43,6 +47,7 @@ class SpecStats:
     n_drafted_ngram: int
     n_accepted_ngram: int
     n_draft_passes: int
+    drafter_joined: bool
     n_nodes_max: int
     n_head_rows: int
     verify_units: float

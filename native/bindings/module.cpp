@@ -71,6 +71,7 @@ static void bind_params(nb::module_ & m) {
         .def_ro("n_drafted_ngram", &fe::gen_stats::n_drafted_ngram)
         .def_ro("n_accepted_ngram", &fe::gen_stats::n_accepted_ngram)
         .def_ro("n_draft_passes", &fe::gen_stats::n_draft_passes)
+        .def_ro("drafter_joined", &fe::gen_stats::drafter_joined)
         .def_ro("t_prefill_us", &fe::gen_stats::t_prefill_us)
         .def_ro("t_draft_us", &fe::gen_stats::t_draft_us)
         .def_ro("t_verify_us", &fe::gen_stats::t_verify_us)

@@ -270,8 +270,9 @@ int32_t drafter::window_start(int32_t end) const {
     return params.n_window > 0 && end - n_cached > window ? end - window : n_cached;
 }
 
-int32_t drafter::backlog() const {
-    return n_pairs() - window_start(n_pairs() - w.hparams.block_size);
+int32_t drafter::backlog(int32_t n_more) const {
+    const int32_t n = n_pairs() + n_more;
+    return n - window_start(n - w.hparams.block_size);
 }
 
 void drafter::skip_backlog(int32_t end) {

@@ -340,10 +340,10 @@ std::tuple<double, double, double> engine::measure_draft_cost(const std::vector<
         for (int32_t warm = 0; warm < 2; ++warm) {
             dft->reset(0);
             dft->accept(feats.data(), tokens.data() + 1, n - 1);
-            const int32_t before = dft->backlog();
+            const int32_t before = dft->backlog(0);
             const double t0 = now_us();
             dft->catch_up(0);
-            t_pair = (now_us() - t0) / std::max(1, before - dft->backlog());
+            t_pair = (now_us() - t0) / std::max(1, before - dft->backlog(0));
         }
         rng r(0);
         const sampling_params greedy;
@@ -518,8 +518,8 @@ std::vector<float> engine::evaluate(const std::vector<llama_token> & tokens, boo
         }
     }
     gen_stats st;
-    std::vector<float> feats;
-    prefill(tokens, 0, need_feat, false, st, feats);
+    std::vector<float> feats, no_logits;
+    prefill(tokens, 0, need_feat, false, st, feats, no_logits);
     tokens_ = tokens;
     return feats;
 }
@@ -581,15 +581,17 @@ std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, 
 // ---- generation ----
 
 void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, bool need_logits,
-                     gen_stats & st, std::vector<float> & feats) {
+                     gen_stats & st, std::vector<float> & feats, std::vector<float> & logits) {
     const int32_t n = (int32_t) prompt.size();
     const int32_t n_embd_tgt = n_embd();
     llama_set_embeddings(ctx_, need_feat);
     feats.assign(need_feat ? (size_t) (n - n_keep) * n_embd_tgt : 0, 0.0f);
-    // features make every token an output: all but the last skip the LM head, which the last one
-    // then gets in a decode of its own (when the prompt is long enough for that to pay)
-    const bool skip = need_feat && head_skippable_ && (!need_logits || n - n_keep > N_SKIP_HEAD_MIN);
-    const int32_t n_head = skip && need_logits ? n - 1 : n; // tokens [n_keep, n_head) skip the head
+    // features make every token an output, and each skips the LM head: the last one's logits then come from
+    // the path head over its feature, or without one from a decode of its own (when the prompt is long
+    // enough for that to pay)
+    const bool by_path = need_feat && need_logits && head_ != nullptr;
+    const bool skip = need_feat && head_skippable_ && (!need_logits || by_path || n - n_keep > N_SKIP_HEAD_MIN);
+    const int32_t n_head = skip && need_logits && !by_path ? n - 1 : n; // tokens [n_keep, n_head) skip the head
     batch_owner bo(params_.n_batch);
     for (int32_t start = n_keep; start < n;) {
         const int32_t stop = std::min(start + params_.n_batch, start < n_head ? n_head : n);
@@ -613,6 +615,13 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bo
         start = stop;
     }
     st.n_prefill = n - n_keep;
+    if (by_path) {
+        logits.resize(n_vocab());
+        head_->logits(feats.data() + (size_t) (n - 1 - n_keep) * n_embd_tgt, 1, logits.data());
+    } else if (need_logits) {
+        const float * last = llama_get_logits_ith(ctx_, -1);
+        logits.assign(last, last + n_vocab());
+    }
 }
 
 // emitted text with stop strings: holds back a tail that could still become a stop string
@@ -721,7 +730,6 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         ngram = gp.spec.mode == "ngram" || gp.spec.ngram_branches > 0 ? proposer_for("ngram") : nullptr;
     }
     cancel_ = false;
-    const bool need_feat = dft != nullptr && dft->needs_features();
     const bool greedy = gp.sampling.temperature <= 0.0f;
     const int32_t n_embd_tgt = n_embd();
     gen_result res;
@@ -738,22 +746,39 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     // a proposer fed with features pairs the feature of each token with the token after it: the last
     // common token's pair holds the old next token, so it goes, whether or not this request drafts
     auto keep_for = [&](const proposer & p) { return p.needs_features() && n_common > 0 ? n_common - 1 : n_common; };
-    int32_t n_keep = dft != nullptr ? keep_for(*dft) : n_common;
+    int32_t n_kept_dft = 0;
     for (auto & entry : proposers_) {
         const int32_t kept = entry.second->reset(keep_for(*entry.second));
         if (entry.second.get() == dft) {
-            n_keep = std::min(n_keep, kept);
+            n_kept_dft = kept;
         }
     }
+    // with the budget from the curve, the drafter joins a request only where its ceiling clears the floor,
+    // its catch-up over the prompt counted and, where a request without it left it behind the target's cache,
+    // the cached tokens the target must evaluate again for their features. A request without it pays for no
+    // features: its prefill and its decodes are plain decoding's
+    const bool auto_budget = gp.spec.n_nodes_max == 0;
+    int32_t n_keep = n_common;
+    if (dft != nullptr) {
+        const int32_t n_reeval = keep_for(*dft) - n_kept_dft;
+        const int32_t n_more = (int32_t) prompt.size() - n_kept_dft;
+        if (!auto_budget || cost_.could_pay(dft->best_rate(), dft->backlog(n_more), n_reeval)) {
+            n_keep = n_kept_dft;
+        } else {
+            dft = nullptr;
+        }
+    }
+    const bool need_feat = dft != nullptr && dft->needs_features();
+    st.drafter_joined = need_feat;
     llama_memory_t mem = llama_get_memory(ctx_);
     if (!llama_memory_seq_rm(mem, 0, n_keep, -1)) {
         throw error(format("the KV cache cannot drop positions %d.. to reuse the prompt's prefix", n_keep));
     }
     tokens_.resize(n_keep);
 
-    std::vector<float> feats;
+    std::vector<float> feats, logits_last; // [n_prompt - n_keep, n_embd], [n_vocab]
     try {
-        prefill(prompt, n_keep, need_feat, true, st, feats);
+        prefill(prompt, n_keep, need_feat, true, st, feats, logits_last);
     } catch (...) {
         llama_memory_seq_rm(mem, 0, n_keep, -1);
         throw;
@@ -765,13 +790,12 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     cost_.start_request();
     rng r(gp.sampling.seed);
     std::vector<llama_token> history = prompt; // every token so far, the root included
-    const float * logits_last = llama_get_logits_ith(ctx_, -1);
     llama_token id;
     if (greedy) {
-        id = pick_greedy(logits_last, n_vocab(), gp.sampling, history);
+        id = pick_greedy(logits_last.data(), n_vocab(), gp.sampling, history);
     } else {
         std::vector<token_prob> dist;
-        dist_from_logits(logits_last, n_vocab(), gp.sampling, history, dist);
+        dist_from_logits(logits_last.data(), n_vocab(), gp.sampling, history, dist);
         id = sample_dist(dist, r);
     }
     history.push_back(id);
@@ -824,7 +848,6 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     std::vector<float> head_feat;    // [m, n_embd] features of one path-head call
     std::vector<float> head_logits;  // [rows computed, n_vocab] the path head's logits of this cycle
     // the largest tree of a cycle: the fixed budget, or in auto mode the curve's largest size
-    const bool auto_budget = gp.spec.n_nodes_max == 0;
     const int32_t budget = !auto_budget ? gp.spec.n_nodes_max : cost_.n_max() > 0 ? cost_.n_max() : N_NODES_AUTO;
     // the prompt's catch-up weighs on the ceiling until the drafter first drafts in this request; after that,
     // what it has to catch up on is the request's own stretch without drafting, which the probes weigh
@@ -841,7 +864,7 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         const int32_t n_nodes_max = std::min({budget, params_.n_batch, n_ctx() - n_past - 1});
         if (n_nodes_max > 1 && (dft != nullptr || ngram != nullptr)) {
             const bool drafted = dft != nullptr &&
-                (!auto_budget || cost_.worth_drafting(dft->best_rate(), dft_drafted ? 0 : dft->backlog()));
+                (!auto_budget || cost_.worth_drafting(dft->best_rate(), dft_drafted ? 0 : dft->backlog(0)));
             dft_drafted = dft_drafted || drafted;
             if (drafted) {
                 dft->catch_up(n_nodes_max);

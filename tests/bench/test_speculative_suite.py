@@ -44,9 +44,15 @@ def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
         assert all(s["verify_units"] == pytest.approx(s["n_cycles"]) for r in d["rows"] for s in r["plain"]), name
         assert all(s["verify_units"] > 0 for r in d["rows"] for s in r["spec"]), name
         assert d["modeled_speedup"] > 0
+        # what a user waits for, recomputed from the runs: prefill time over plain's, tokens over whole requests
+        plain = [s for r in d["rows"] for s in r["plain"]]
+        spec = [s for r in d["rows"] for s in r["spec"]]
+        assert d["prefill_ratio"] == pytest.approx(sum(s["t_prefill_s"] for s in spec) / sum(s["t_prefill_s"] for s in plain))
+        assert d["end_to_end_speedup"] == pytest.approx(
+            (sum(s["n_generated"] for s in spec) / sum(s["t_total_s"] for s in spec))
+            / (sum(s["n_generated"] for s in plain) / sum(s["t_total_s"] for s in plain)))
         # plain runs never call the path head; the speculative runs' head rows per cycle are recorded
         assert all(s["n_head_rows"] == 0 for r in d["rows"] for s in r["plain"]), name
-        spec = [s for r in d["rows"] for s in r["spec"]]
         assert d["head_rows_per_cycle"] == pytest.approx(sum(s["n_head_rows"] for s in spec) / sum(s["n_cycles"] for s in spec))
         # the plain runs' spread, recomputed from the recorded runs: relative deviations from each prompt's mean
         devs = []
@@ -56,6 +62,7 @@ def test_report_holds_every_run_and_per_prompt_ratios(smollm_path):
         assert d["plain_noise"] == pytest.approx((sum(x * x for x in devs) / 2) ** 0.5), name
     table = bench.format_table(report)
     assert "gsm8k" in table and "humaneval" in table and "prompts min-max" in table and "plain noise" in table
+    assert "end-to-end" in table
     assert " greedy " in table and "identical" in table
 
 

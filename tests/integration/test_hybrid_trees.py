@@ -152,7 +152,8 @@ def test_the_ceiling_counts_the_drafters_measured_cost(tiny_path, drafter_path):
     # each node costs 0.95 steps: a chain of sure nodes would pay for free (16 tokens for 15.25 steps), not once a
     # cycle's drafting costs more than 0.44 of a step (the random drafter's costs about 2 tiny-target steps). That cost
     # is measured when the drafter is loaded, so not even the first request drafts; an engine that has not measured it
-    # (cost 0) drafts on the first cycles, until it has, and never again
+    # (cost 0) drafts on the first cycles of a request on an emptied cache (nothing for the target to evaluate again
+    # for the drafter), until it has, and never again
     linear = [1.0 + 0.95 * n for n in range(16)]
     llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=linear,
                      spec=SpecConfig(ngram_branches=0))
@@ -163,6 +164,7 @@ def test_the_ceiling_counts_the_drafters_measured_cost(tiny_path, drafter_path):
     assert spec.tokens == plain.tokens
     assert spec.stats.n_draft_passes == 0
     llm._engine.set_draft_cost(0.0, 0.0)
+    llm._engine.reset()
     assert 0 < llm.generate(first, max_tokens=64).stats.n_draft_passes <= 4
     plain = llm.generate(second, max_tokens=64, speculative=False)
     spec = llm.generate(second, max_tokens=64)
@@ -229,6 +231,51 @@ def test_the_ceiling_counts_the_catch_up_over_a_new_prompt(tiny_target, tmp_path
     spec = llm.generate(prompt, max_tokens=32)
     assert spec.tokens == plain.tokens and spec.stats.n_prompt > 200
     assert (spec.stats.n_draft_passes > 0) == runs
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+@pytest.mark.parametrize(("curve", "rate", "joins"), [(STEEP, 0.3, False), (CHEAP, 0.9, True)])
+def test_a_request_the_drafter_cannot_pay_for_decodes_plainly_from_its_prefill(tiny_target, tmp_path, curve, rate,
+                                                                              joins):
+    # the ceiling is asked before the prefill: where it is closed the drafter does not join the request, so the
+    # target computes no features for it, and the next turn of the conversation reuses all of the cache (the last
+    # cached token included, which a drafter in step needs evaluated again to pair it with the new next token)
+    llm = EdgeFalcon(tiny_target.path, drafter=_rates_drafter(tiny_target, tmp_path, rate), n_ctx=2048, n_threads=2,
+                     verify_cost=curve, spec=SpecConfig(ngram_branches=0))
+    plain = EdgeFalcon(tiny_target.path, drafter=None, n_ctx=2048, n_threads=2)
+    first = llm.tokenize(load_prompts("gsm8k", 1)[0])
+    reply = llm.generate(first, max_tokens=16)
+    assert reply.tokens == plain.generate(first, max_tokens=16).tokens
+    assert reply.stats.drafter_joined == joins and (reply.stats.n_draft_passes > 0) == joins
+    turn = first + reply.tokens + llm.tokenize(" Then what?", add_special=False)
+    n_cached = _common(llm._native_engine().cached_tokens(), turn)
+    nxt = llm.generate(turn, max_tokens=16)
+    assert nxt.tokens == plain.generate(turn, max_tokens=16).tokens
+    assert nxt.stats.drafter_joined == joins
+    assert nxt.stats.n_prefill == len(turn) - n_cached + (1 if joins else 0)
+
+
+@pytest.mark.parametrize(("curve", "joins"), [(CHEAP, True), ([1.0 + 0.95 * n for n in range(16)], False)])
+def test_a_drafter_left_behind_joins_only_where_evaluating_the_cache_again_pays(tiny_target, tmp_path, curve, joins):
+    # a plain request on a fresh engine leaves the drafter behind the target's cache. Sure nodes (rate 1) drafted for
+    # free pay under both curves; to join the next request on the same prompt the drafter needs the target to
+    # evaluate the ~240 cached tokens again for their features: free under the flat curve, at 0.95 of a step each
+    # under the linear one, which then decodes on the cache as it is
+    llm = EdgeFalcon(tiny_target.path, drafter=_rates_drafter(tiny_target, tmp_path, 1.0), n_ctx=2048, n_threads=2,
+                     verify_cost=curve, spec=SpecConfig(ngram_branches=0))
+    llm._engine.set_draft_cost(0.0, 0.0)
+    prompt = llm.tokenize(load_prompts("gsm8k", 1)[0])
+    plain = llm.generate(prompt, max_tokens=16, speculative=False)
+    spec = llm.generate(prompt, max_tokens=16)
+    assert spec.tokens == plain.tokens and len(prompt) > 200
+    assert spec.stats.drafter_joined == joins
+    assert spec.stats.n_prefill == (len(prompt) if joins else 1)
+    # in step with the target (a new request on an emptied cache) it joins under both
+    llm._native_engine().reset()
+    assert llm.generate(prompt, max_tokens=16).stats.drafter_joined
 
 
 def test_drafting_costs_that_are_no_costs_are_refused(tiny_path, drafter_path):

@@ -139,8 +139,9 @@ public:
     void truncate(int32_t n_pairs);
 
     int32_t n_pairs() const { return (int32_t) tok_ctx.size(); }
-    // the committed pairs the next catch_up and eval_context would evaluate (the window counted)
-    int32_t backlog() const;
+    // the committed pairs the next catch_up and eval_context would evaluate (the window counted) once
+    // n_more more pairs are pushed
+    int32_t backlog(int32_t n_more) const;
 
     // Brings the KV up to date with all committed pairs: the span [p0, n) with p0 = min(n_cached, n-k)
     // is evaluated with its k-blocks aligned to n (docs/drafter-format.md), so the last k pairs always

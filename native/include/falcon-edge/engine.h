@@ -128,9 +128,9 @@ public:
 
 private:
     // evaluates prompt[n_keep:] into the KV cache; fills feats [n - n_keep, n_embd] when need_feat, and
-    // leaves the last token's logits when need_logits
+    // logits [n_vocab] with the last token's when need_logits
     void prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, bool need_logits, gen_stats & st,
-                 std::vector<float> & feats);
+                 std::vector<float> & feats, std::vector<float> & logits);
     proposer * proposer_for(const std::string & mode) const;
     // maps the target's LM head and keeps it when its logits of one decoded token equal the decode's
     void init_path_head(int32_t n_threads);

@@ -35,7 +35,7 @@ public:
     int32_t reset(int32_t n_keep) override;
     void accept(const float * feats, const llama_token * next, int32_t n) override;
     void catch_up(int32_t n_nodes_max) override { dft_->catch_up(n_nodes_max); }
-    int32_t backlog() const override { return dft_->backlog(); }
+    int32_t backlog(int32_t n_more) const override { return dft_->backlog(n_more); }
     void draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,
                const sampling_params & smp, rng & r, tree & out) override;
     void observe(const tree & t, const std::vector<int32_t> & path) override;

@@ -32,8 +32,9 @@ public:
     // time of draft() is the proposer's cost per cycle; a cycle commits at most n_nodes_max pairs
     virtual void catch_up(int32_t n_nodes_max) {}
 
-    // the committed pairs the next draft() (with its catch_up) must evaluate first: a new prompt's, paid once
-    virtual int32_t backlog() const { return 0; }
+    // the committed pairs the next draft() (with its catch_up) must evaluate first once n_more more
+    // are committed: a new prompt's, paid once
+    virtual int32_t backlog(int32_t n_more) const { return 0; }
 
     // builds a tree below tokens.back() (the root, already sampled, not yet in the target's KV)
     // with at most n_nodes_max nodes including the root; node values estimate acceptance. `out` may
