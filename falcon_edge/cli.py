@@ -76,8 +76,9 @@ def _sampling(args) -> dict:
 
 
 def _stats_line(label: str, st: dict) -> str:
+    off = "   drafter off (it could not pay here)" if st["mode"] == "falcon" and not st["drafter_joined"] else ""
     return (f"{label:<12} {st['tokens_per_second']:7.2f} tok/s   tau {st['tau']:.2f}   "
-            f"accepted {st['n_accepted']}/{st['n_drafted']} drafted   {st['n_generated']} tokens")
+            f"accepted {st['n_accepted']}/{st['n_drafted']} drafted   {st['n_generated']} tokens{off}")
 
 
 def _cli_demo(args) -> int:

@@ -106,7 +106,10 @@ def test_demo_says_whether_the_answers_are_identical(cwd, smollm_path):
     spec_line, plain_line, last = stats.splitlines()
     assert re.match(r"falcon: +[\d.]+ tok/s", spec_line) and re.match(r"plain: +[\d.]+ tok/s", plain_line), stats
     with EdgeFalcon(MODEL, n_threads=1) as llm:
+        spec = llm.chat([{"role": "user", "content": prompt}], max_tokens=24, temperature=0)
         plain = llm.chat([{"role": "user", "content": prompt}], max_tokens=24, temperature=0, speculative=False)
+    # a fresh engine on this device decides as the CLI's did whether the drafter joins; the line says when it did not
+    assert spec_line.endswith("drafter off (it could not pay here)") == (not spec["falcon"]["drafter_joined"]), spec_line
     if answer == plain["choices"][0]["message"]["content"]:
         assert last.endswith("(same engine, greedy, identical output)"), last
     else:

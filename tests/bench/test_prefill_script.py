@@ -1,0 +1,41 @@
+"""bench/prefill.py on SmolLM2 and its shipped drafter. This is not a speed test: nothing asserts a timing."""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.model
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "prefill.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("prefill", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_length_is_prefilled_alike_with_and_without_the_drafter(smollm_path):
+    prefill = _load_script()
+    # the script checks each run's drafter_joined against its mode: a fixed budget makes the drafter join every
+    # speculative request, and plain requests never take it
+    report = prefill.measure(str(smollm_path), None, [16, 48], repeats=2, n_threads=1)
+    assert report["path_head"] is True and set(report["lengths"]) == {"16", "48"}
+    for n, r in report["lengths"].items():
+        assert len(r["prefill_s_plain"]) == len(r["prefill_s_spec"]) == 2, n
+        assert all(t > 0 for t in r["prefill_s_plain"] + r["prefill_s_spec"]), n
+        ratios = [s / p for p, s in zip(r["prefill_s_plain"], r["prefill_s_spec"])]
+        assert r["median_ratio"] == pytest.approx(statistics.median(ratios)), n
+        assert r["fastest_ratio"] == pytest.approx(min(r["prefill_s_spec"]) / min(r["prefill_s_plain"])), n
+    table = prefill.format_table(report)
+    assert "median ratio" in table and len(table.splitlines()) == 4
+
+
+def test_lengths_beyond_the_context_are_refused(smollm_path):
+    with pytest.raises(SystemExit, match=r"prompt lengths must be in \[1, 4096\), got 16..5000"):
+        _load_script().measure(str(smollm_path), None, [16, 5000], repeats=1, n_threads=1)
