@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from helpers import bench_scripts
 
 from falcon_edge import EdgeFalcon, drafters
 from falcon_edge.config import SpecConfig
@@ -13,19 +11,10 @@ from falcon_edge.datasets import load_prompts
 
 pytestmark = pytest.mark.model
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "compare_drafters.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("compare_drafters", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_fixed_budget_trees_decode_the_chat_rendered_prompts(smollm_path):
     # the drafter is trained on, and the benchmarks measure, answers to chat-rendered prompts: τ is taken there
-    compare = _load_script()
+    compare = bench_scripts.load("compare_drafters")
     drafter = str(drafters.shipped_drafter("smollm2-135m-instruct"))
     got = compare.fixed_budget_trees(str(smollm_path), drafter, tree_budget=4, n_prompts=1, max_tokens=16, n_threads=1)
     llm = EdgeFalcon(str(smollm_path), drafter=drafter, n_threads=1, n_ctx=2048, tree_budget=4,

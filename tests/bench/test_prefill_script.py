@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
-from pathlib import Path
 
 import pytest
+from helpers import bench_scripts
 
 pytestmark = pytest.mark.model
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "prefill.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("prefill", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_every_length_is_prefilled_alike_with_and_without_the_drafter(smollm_path):
-    prefill = _load_script()
+    prefill = bench_scripts.load("prefill")
     # the script checks each run's drafter_joined against its mode: a fixed budget makes the drafter join every
     # speculative request, and plain requests never take it
     report = prefill.measure(str(smollm_path), None, [16, 48], repeats=2, n_threads=1)
@@ -38,4 +28,4 @@ def test_every_length_is_prefilled_alike_with_and_without_the_drafter(smollm_pat
 
 def test_lengths_beyond_the_context_are_refused(smollm_path):
     with pytest.raises(SystemExit, match=r"prompt lengths must be in \[1, 4096\), got 16..5000"):
-        _load_script().measure(str(smollm_path), None, [16, 5000], repeats=1, n_threads=1)
+        bench_scripts.load("prefill").measure(str(smollm_path), None, [16, 5000], repeats=1, n_threads=1)
