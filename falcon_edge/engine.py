@@ -64,7 +64,8 @@ class EdgeFalcon:
         verbose: let llama.cpp log to stderr.
         tree_budget: nodes verified per pass, root included; 0 (default) sizes each tree from the verify-cost curve
             measured on this device (up to 16 nodes on a CPU, 64 on a GPU) and the drafter's running acceptance, and
-            decodes plainly where drafting loses.
+            decodes plainly where drafting loses; a request where even the drafter's best case cannot pay leaves it
+            out from the prefill on (:attr:`SpecStats.drafter_joined`), so that it costs what plain decoding costs.
         n_batch: prompt chunk size (a tree must fit in one; None: min(256, n_ctx)).
         flash_attn: flash attention in the target (off: tree verification is then bit-exact with sequential decoding).
         path_head: on a CPU, decode each tree up to the final norm and compute the LM head only for the rows the
