@@ -110,6 +110,8 @@ def test_demo_says_whether_the_answers_are_identical(cwd, smollm_path):
         plain = llm.chat([{"role": "user", "content": prompt}], max_tokens=24, temperature=0, speculative=False)
     # a fresh engine on this device decides as the CLI's did whether the drafter joins; the line says when it did not
     assert spec_line.endswith("drafter off (it could not pay here)") == (not spec["falcon"]["drafter_joined"]), spec_line
+    # both runs are new requests, so the ratio with the prefill counted compares like with like
+    assert re.match(r"speedup [\d.]+x decoding, [\d.]+x with the prefill \(same engine, greedy, ", last), last
     if answer == plain["choices"][0]["message"]["content"]:
         assert last.endswith("(same engine, greedy, identical output)"), last
     else:
