@@ -13,13 +13,12 @@ ratio, and the head rows per cycle against the nodes per cycle. Each prompt runs
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 from pathlib import Path
 
-from falcon_edge import EdgeFalcon, drafters, host, models
-from falcon_edge.bench import _abba, _commit, _write_json
+from falcon_edge import EdgeFalcon, drafters, models
+from falcon_edge.bench import _abba, _write_json, provenance
 from falcon_edge.datasets import DATASETS, load_prompts
 
 
@@ -35,8 +34,7 @@ def measure(target: str, drafter: str | None, budgets: list[int], n_prompts: int
         drafter = drafters.shipped_drafter(target)
     prompts = [p for name in DATASETS for p in load_prompts(name, n_prompts)]
     report = {"target": target, "drafter": str(drafter), "n_prompts_per_set": n_prompts, "max_tokens": max_tokens,
-              "n_threads": n_threads, "machine": host.cpu_name(), "commit": _commit(),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "budgets": {}}
+              "n_threads": n_threads, **provenance(), "budgets": {}}
     for budget in budgets:
         engines = {on: EdgeFalcon(target, drafter=drafter, n_threads=n_threads, tree_budget=budget, path_head=on)
                    for on in (True, False)}

@@ -16,12 +16,11 @@ end-to-end ratios of whole requests are `falcon-edge bench`'s.
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 
-from falcon_edge import EdgeFalcon, drafters, host, models
-from falcon_edge.bench import _abba, _commit, _write_json
+from falcon_edge import EdgeFalcon, drafters, models
+from falcon_edge.bench import _abba, _write_json, provenance
 from falcon_edge.datasets import DATASETS, load_prompts
 
 N_CTX = 4096
@@ -40,8 +39,7 @@ def measure(target: str, drafter: str | None, lengths: list[int], repeats: int, 
     if len(tokens) < max(lengths):
         raise SystemExit(f"the prompts give {len(tokens)} tokens, fewer than the longest length {max(lengths)}")
     report = {"target": str(target), "drafter": str(drafter), "repeats": repeats, "n_threads": n_threads,
-              "path_head": llm.path_head_active, "machine": host.cpu_name(), "commit": _commit(),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "lengths": {}}
+              "path_head": llm.path_head_active, **provenance(), "lengths": {}}
     engine = llm._native_engine()
     for n in lengths:
         times = {"plain": [], "spec": []}

