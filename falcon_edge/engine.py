@@ -37,6 +37,7 @@ def _spec_stats(mode: str, st: _native.GenStats) -> SpecStats:
         n_accepted_ngram=st.n_accepted_ngram,
         n_draft_passes=st.n_draft_passes,
         drafter_joined=st.drafter_joined,
+        n_prompt_features=st.n_prompt_features,
         n_nodes_max=st.n_nodes_max,
         n_head_rows=st.n_head_rows,
         verify_units=st.verify_units,

@@ -103,6 +103,8 @@ void fe_bind_drafter(nb::module_ & m) {
         .def_prop_ro("n_pairs", &fe::drafter::n_pairs)
         .def_prop_ro("t_eval_us", &fe::drafter::t_eval_us)
         .def("push_pairs", &push_pairs, "feat"_a, "tok"_a, "Appends committed pairs: feat [n, n_embd] float32, tok [n] int32.")
+        .def("push_unread", [](fe::drafter & dft, tok_in tok) { dft.push_unread(tok.data(), (int32_t) tok.size()); }, "tok"_a,
+             "Appends committed pairs without features (tok [n] int32): the context starts after them.")
         .def("truncate", &fe::drafter::truncate, "n_pairs"_a)
         .def("eval_context",
              [](fe::drafter & dft) {

@@ -72,6 +72,7 @@ static void bind_params(nb::module_ & m) {
         .def_ro("n_accepted_ngram", &fe::gen_stats::n_accepted_ngram)
         .def_ro("n_draft_passes", &fe::gen_stats::n_draft_passes)
         .def_ro("drafter_joined", &fe::gen_stats::drafter_joined)
+        .def_ro("n_prompt_features", &fe::gen_stats::n_prompt_features)
         .def_ro("t_prefill_us", &fe::gen_stats::t_prefill_us)
         .def_ro("t_draft_us", &fe::gen_stats::t_draft_us)
         .def_ro("t_verify_us", &fe::gen_stats::t_verify_us)
@@ -105,13 +106,14 @@ static void bind_engine(nb::module_ & m) {
         .def_prop_ro("token_eos", &fe::engine::token_eos)
         .def("is_eog", &fe::engine::is_eog, "id"_a)
         .def("has_proposer", &fe::engine::has_proposer, "mode"_a)
-        .def("load_drafter", [](fe::engine & e, const std::string & path_dft, int32_t n_threads) {
+        .def("load_drafter", [](fe::engine & e, const std::string & path_dft, int32_t n_threads, int32_t n_window) {
                  fe::drafter_params dp;
                  dp.n_ctx = e.n_ctx();
                  dp.n_threads = n_threads;
+                 dp.n_window = n_window;
                  auto dft = std::make_unique<fe::drafter>(path_dft, e.path(), e.model(), dp);
                  e.set_proposer("falcon", std::make_unique<fe::falcon_proposer>(std::move(dft)));
-             }, "path"_a, "n_threads"_a = 0, nb::call_guard<compute_guard>(),
+             }, "path"_a, "n_threads"_a = 0, "n_window"_a = fe::drafter_params().n_window, nb::call_guard<compute_guard>(),
              "loads a falcon-sar drafter for this target and enables mode 'falcon'")
         .def("set_verify_cost", &fe::engine::set_verify_cost, "cost"_a, nb::call_guard<nb::gil_scoped_release>())
         .def("verify_cost", &fe::engine::verify_cost, nb::call_guard<nb::gil_scoped_release>())

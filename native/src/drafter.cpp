@@ -249,6 +249,22 @@ void drafter::push_pairs(const float * feat, const llama_token * tok, int32_t n)
     phase_open = false;
 }
 
+void drafter::push_unread(const llama_token * tok, int32_t n) {
+    if (n < 0 || (n > 0 && !tok)) {
+        throw std::invalid_argument(format("push_unread: n must be >= 0 with tok given, got n %d, tok %s", n,
+                                           tok != nullptr ? "given" : "null"));
+    }
+    if (n_pairs() + n > params.n_ctx) {
+        throw context_full(format("drafter context full: %d pairs + %d new exceed n_ctx %d", n_pairs(), n, params.n_ctx));
+    }
+    check_tokens(tok, n);
+    // rows keep pair i at feat_ctx row i; zeros stand where no feature was computed, and are never read
+    feat_ctx.resize(feat_ctx.size() + (size_t) n * w.hparams.n_embd, 0.0f);
+    tok_ctx.insert(tok_ctx.end(), tok, tok + n);
+    n_read     = n_pairs();
+    phase_open = false;
+}
+
 void drafter::truncate(int32_t n) {
     if (n < 0) {
         throw std::invalid_argument(format("truncate: n_pairs %d is negative", n));
@@ -257,6 +273,7 @@ void drafter::truncate(int32_t n) {
     feat_ctx.resize((size_t) n * w.hparams.n_embd);
     tok_ctx.resize(n);
     n_cached   = std::min(n_cached, n);
+    n_read     = std::min(n_read, n);
     if (n_cached <= n_skip) {
         // nothing evaluated is left in the window: the pairs kept are evaluated again, and windowed again
         n_cached = n_skip = 0;
@@ -267,7 +284,8 @@ void drafter::truncate(int32_t n) {
 int32_t drafter::window_start(int32_t end) const {
     const int32_t k = w.hparams.block_size;
     const int32_t window = std::max(k, params.n_window / k * k);
-    return params.n_window > 0 && end - n_cached > window ? end - window : n_cached;
+    const int32_t start = params.n_window > 0 && end - n_cached > window ? end - window : n_cached;
+    return std::max(start, std::min(n_read, end));
 }
 
 int32_t drafter::backlog(int32_t n_more) const {

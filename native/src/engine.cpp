@@ -519,7 +519,7 @@ std::vector<float> engine::evaluate(const std::vector<llama_token> & tokens, boo
     }
     gen_stats st;
     std::vector<float> feats, no_logits;
-    prefill(tokens, 0, need_feat, false, st, feats, no_logits);
+    prefill(tokens, 0, need_feat ? 0 : (int32_t) tokens.size(), false, st, feats, no_logits);
     tokens_ = tokens;
     return feats;
 }
@@ -580,17 +580,18 @@ std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, 
 
 // ---- generation ----
 
-void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, bool need_logits,
+void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, int32_t n_read, bool need_logits,
                      gen_stats & st, std::vector<float> & feats, std::vector<float> & logits) {
     const int32_t n = (int32_t) prompt.size();
     const int32_t n_embd_tgt = n_embd();
+    const bool need_feat = n_read < n;
     llama_set_embeddings(ctx_, need_feat);
-    feats.assign(need_feat ? (size_t) (n - n_keep) * n_embd_tgt : 0, 0.0f);
-    // features make every token an output, and each skips the LM head: the last one's logits then come from
-    // the path head over its feature, or without one from a decode of its own (when the prompt is long
-    // enough for that to pay)
+    feats.assign((size_t) (n - n_read) * n_embd_tgt, 0.0f);
+    // features make every token from n_read an output, and each skips the LM head: the last one's logits then
+    // come from the path head over its feature, or without one from a decode of its own (when the prompt is
+    // long enough for that to pay)
     const bool by_path = need_feat && need_logits && head_ != nullptr;
-    const bool skip = need_feat && head_skippable_ && (!need_logits || by_path || n - n_keep > N_SKIP_HEAD_MIN);
+    const bool skip = need_feat && head_skippable_ && (!need_logits || by_path || n - n_read > N_SKIP_HEAD_MIN);
     const int32_t n_head = skip && need_logits && !by_path ? n - 1 : n; // tokens [n_keep, n_head) skip the head
     batch_owner bo(params_.n_batch);
     for (int32_t start = n_keep; start < n;) {
@@ -601,23 +602,24 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bo
             bo.b.pos[i] = start + i;
             bo.b.n_seq_id[i] = 1;
             bo.b.seq_id[i][0] = 0;
-            bo.b.logits[i] = need_feat || start + i == n - 1;
+            bo.b.logits[i] = start + i >= n_read || start + i == n - 1;
         }
         bo.b.n_tokens = cnt;
         skip_head_ = skip && start < n_head;
         const int rc = llama_decode(ctx_, bo.b);
         skip_head_ = false;
         check_decode(rc, format("prompt tokens %d..%d", start, stop - 1));
-        for (int32_t i = 0; need_feat && i < cnt; ++i) {
+        for (int32_t i = std::max(0, n_read - start); i < cnt; ++i) {
             const float * f = llama_get_embeddings_ith(ctx_, i);
-            std::copy(f, f + n_embd_tgt, feats.begin() + (size_t) (start + i - n_keep) * n_embd_tgt);
+            std::copy(f, f + n_embd_tgt, feats.begin() + (size_t) (start + i - n_read) * n_embd_tgt);
         }
         start = stop;
     }
     st.n_prefill = n - n_keep;
+    st.n_prompt_features = n - n_read;
     if (by_path) {
         logits.resize(n_vocab());
-        head_->logits(feats.data() + (size_t) (n - 1 - n_keep) * n_embd_tgt, 1, logits.data());
+        head_->logits(feats.data() + (size_t) (n - 1 - n_read) * n_embd_tgt, 1, logits.data());
     } else if (need_logits) {
         const float * last = llama_get_logits_ith(ctx_, -1);
         logits.assign(last, last + n_vocab());
@@ -757,15 +759,21 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     // its catch-up over the prompt counted and, where a request without it left it behind the target's cache,
     // the cached tokens the target must evaluate again for their features. A request without it pays for no
     // features: its prefill and its decodes are plain decoding's
+    // Only the pairs the drafter's catch-up reads get features: from n_read on (its window over a long prompt)
     const bool auto_budget = gp.spec.n_nodes_max == 0;
+    const int32_t n_prompt = (int32_t) prompt.size();
     int32_t n_keep = n_common;
-    if (dft != nullptr) {
-        const int32_t n_reeval = keep_for(*dft) - n_kept_dft;
-        const int32_t n_more = (int32_t) prompt.size() - n_kept_dft;
-        if (!auto_budget || cost_.could_pay(dft->best_rate(), dft->backlog(n_more), n_reeval)) {
-            n_keep = n_kept_dft;
+    int32_t n_read = n_prompt; // the first prompt position whose feature the drafter reads
+    if (dft != nullptr && dft->needs_features()) {
+        const int32_t n_more = n_prompt - n_kept_dft;
+        const int32_t backlog = dft->backlog(n_more);
+        n_read = std::max(n_kept_dft, n_prompt - backlog);
+        const int32_t n_reeval = std::max(0, keep_for(*dft) - n_read);
+        if (!auto_budget || cost_.could_pay(dft->best_rate(), backlog, n_reeval)) {
+            n_keep = std::min(n_common, n_read);
         } else {
             dft = nullptr;
+            n_read = n_prompt;
         }
     }
     const bool need_feat = dft != nullptr && dft->needs_features();
@@ -776,9 +784,9 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     }
     tokens_.resize(n_keep);
 
-    std::vector<float> feats, logits_last; // [n_prompt - n_keep, n_embd], [n_vocab]
+    std::vector<float> feats, logits_last; // [n_prompt - n_read, n_embd], [n_vocab]
     try {
-        prefill(prompt, n_keep, need_feat, true, st, feats, logits_last);
+        prefill(prompt, n_keep, n_read, true, st, feats, logits_last);
     } catch (...) {
         llama_memory_seq_rm(mem, 0, n_keep, -1);
         throw;
@@ -800,9 +808,11 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     }
     history.push_back(id);
     if (need_feat) {
-        std::vector<llama_token> next(prompt.begin() + n_keep + 1, prompt.end());
+        // pair i holds the token after position i: [n_kept_dft, n_read) without features, then [n_read, n_prompt)
+        std::vector<llama_token> next(prompt.begin() + n_kept_dft + 1, prompt.end());
         next.push_back(id);
-        dft->accept(feats.data(), next.data(), (int32_t) next.size());
+        dft->accept_unread(next.data(), n_read - n_kept_dft);
+        dft->accept(feats.data(), next.data() + (n_read - n_kept_dft), n_prompt - n_read);
     }
 
     text_emitter em{gp.stop, {}, 0};

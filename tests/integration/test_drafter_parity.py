@@ -406,6 +406,37 @@ def test_a_backlog_beyond_the_window_is_left_out_of_the_context(native, tiny_tar
     same(windowed.eval_context(), alone(8, 20).eval_context())
 
 
+def test_pairs_pushed_without_features_are_never_read(native, tiny_target, tmp_path):
+    """Pairs pushed without features (the target computed none: they lie before the window) stay out of the context,
+    whether or not a window applies: the outputs are those of a drafter given the later pairs alone, also after a
+    truncation into them, and the unread pairs count as pairs (positions) all the same."""
+    path = make_drafter(tiny_target, tmp_path / "d.gguf", block_size=3, n_layer=2)
+    rng = np.random.default_rng(7)
+    feats = rng.standard_normal((40, 64)).astype(np.float32)
+    toks = rng.integers(0, 320, 40).astype(np.int32)
+
+    def alone(lo: int, hi: int):
+        dft = native.Drafter(str(path), str(tiny_target), n_batch=7, n_threads=2, n_window=0)
+        dft.push_pairs(feats[lo:hi], toks[lo:hi])
+        return dft
+
+    def same(got, want):
+        for g, w in zip(got, want, strict=True):
+            assert max_diff(g, w)[0] <= 10 * TOLERANCE["f32"] * max_diff(g, w)[1]
+
+    for n_window in (0, 30):
+        dft = native.Drafter(str(path), str(tiny_target), n_batch=7, n_threads=2, n_window=n_window)
+        dft.push_unread(toks[:20])
+        dft.push_pairs(feats[20:32], toks[20:32])
+        assert dft.n_pairs == 32
+        same(dft.eval_context(), alone(20, 32).eval_context())
+        dft.truncate(10)  # into the unread pairs: the ones kept are unread as well
+        dft.push_pairs(feats[10:25], toks[10:25])
+        same(dft.eval_context(), alone(10, 25).eval_context())
+    with pytest.raises(ValueError, match="token id 999"):
+        dft.push_unread(np.array([999], np.int32))
+
+
 def test_the_window_must_not_be_negative(native, tiny_drafter, tiny_target):
     with pytest.raises(ValueError, match="n_window -1"):
         native.Drafter(str(tiny_drafter), str(tiny_target), n_window=-1)

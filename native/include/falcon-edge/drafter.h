@@ -134,6 +134,9 @@ public:
     // appends committed pairs at positions n_pairs() .. n_pairs()+n-1; feat [n, n_embd] as n rows of n_embd,
     // tok [n] target ids. throws fe::context_full past n_ctx, std::invalid_argument for a bad token id.
     void push_pairs(const float * feat, const llama_token * tok, int32_t n);
+    // appends committed pairs whose features were never computed (tok [n] target ids): no later catch-up
+    // or eval_context reads them, the window starting after them. throws as push_pairs.
+    void push_unread(const llama_token * tok, int32_t n);
 
     // forgets the pairs at positions >= n_pairs (and their KV); ends the drafting phase
     void truncate(int32_t n_pairs);
@@ -194,7 +197,7 @@ private:
     void eval_range(int32_t c0, int32_t end, std::vector<float> & out_feat, std::vector<float> & out_logits);
     void check_tokens(const llama_token * tok, size_t n) const;
     // the first pair a catch-up to `end` (a block end) evaluates: n_cached, or where more than n_window pairs
-    // are pending, end - the window in whole blocks
+    // are pending, end - the window in whole blocks; never a pair before n_read (up to end)
     int32_t window_start(int32_t end) const;
     // leaves the pairs before window_start(end) out of the context: n_skip = n_cached = window_start(end)
     void skip_backlog(int32_t end);
@@ -218,6 +221,7 @@ private:
     std::vector<llama_token> tok_ctx;  // [n_pairs]
     int32_t                  n_cached = 0; // context slots [n_skip, n_cached) hold valid KV
     int32_t                  n_skip   = 0; // context slots [0, n_skip) are outside the window: never seen
+    int32_t                  n_read   = 0; // pairs [0, n_read) may lack features (push_unread): never evaluated
 
     // tree blocks of the current phase
     bool                 phase_open = false; // eval_context ran since the last push_pairs / truncate

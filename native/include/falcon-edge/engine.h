@@ -127,9 +127,9 @@ public:
     bool skips_head() const { return skip_head_; }
 
 private:
-    // evaluates prompt[n_keep:] into the KV cache; fills feats [n - n_keep, n_embd] when need_feat, and
-    // logits [n_vocab] with the last token's when need_logits
-    void prefill(const std::vector<llama_token> & prompt, int32_t n_keep, bool need_feat, bool need_logits, gen_stats & st,
+    // evaluates prompt[n_keep:] into the KV cache; fills feats [n - n_read, n_embd] with the features of
+    // positions [n_read, n) (n_read >= n_keep; n: none), and logits [n_vocab] with the last token's when need_logits
+    void prefill(const std::vector<llama_token> & prompt, int32_t n_keep, int32_t n_read, bool need_logits, gen_stats & st,
                  std::vector<float> & feats, std::vector<float> & logits);
     proposer * proposer_for(const std::string & mode) const;
     // maps the target's LM head and keeps it when its logits of one decoded token equal the decode's

@@ -34,6 +34,7 @@ public:
     bool needs_features() const override { return true; }
     int32_t reset(int32_t n_keep) override;
     void accept(const float * feats, const llama_token * next, int32_t n) override;
+    void accept_unread(const llama_token * next, int32_t n) override { dft_->push_unread(next, n); }
     void catch_up(int32_t n_nodes_max) override { dft_->catch_up(n_nodes_max); }
     int32_t backlog(int32_t n_more) const override { return dft_->backlog(n_more); }
     void draft(const std::vector<llama_token> & tokens, int32_t n_nodes_max, const spec_params & sp,

@@ -27,6 +27,10 @@ public:
     // next[i] the token that followed each of them (null feats when needs_features() is false)
     virtual void accept(const float * feats, const llama_token * next, int32_t n) {}
 
+    // newly committed pairs before the first one the next catch-up reads (n_pairs + n_more - backlog(n_more)):
+    // their next tokens only, the target computed no features for them
+    virtual void accept_unread(const llama_token * next, int32_t n) {}
+
     // does now the work on committed pairs that the next draft() would do first, beyond what one
     // cycle of steady drafting brings (a prompt, a stretch of cycles without drafting), so that the
     // time of draft() is the proposer's cost per cycle; a cycle commits at most n_nodes_max pairs
