@@ -431,15 +431,24 @@ class _MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(m)) * self.up_proj(m))
 
 
+class _Norm(nn.RMSNorm):
+    """RMSNorm computed in float32, as the runtime computes it, and returned in its input's dtype: under bfloat16
+    autocast the input is bfloat16 and the weight float32, which torch's fused kernel refuses (a UserWarning)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x `[..., H]` → `[..., H]`."""
+        return F.rms_norm(x.float(), self.normalized_shape, self.weight.float(), self.eps).to(x.dtype)
+
+
 class _DecoderLayer(nn.Module):
     """A LLaMA decoder layer; layer 0 has no input norm (its input is the fusion output)."""
 
     def __init__(self, config: DrafterConfig, index: int) -> None:
         super().__init__()
         self.index = index
-        self.input_layernorm = nn.RMSNorm(config.n_embd, eps=config.rms_eps) if index > 0 else None  # w [H]
+        self.input_layernorm = _Norm(config.n_embd, eps=config.rms_eps) if index > 0 else None  # w [H]
         self.self_attn = _Attention(config)
-        self.post_attention_layernorm = nn.RMSNorm(config.n_embd, eps=config.rms_eps)  # w [H]
+        self.post_attention_layernorm = _Norm(config.n_embd, eps=config.rms_eps)  # w [H]
         self.mlp = _MLP(config)
 
     def forward(self, h, positions, mask, cache: DrafterCache | None) -> torch.Tensor:

@@ -188,26 +188,26 @@ void cost_model::start_request() {
     start_probe();
 }
 
-double cost_model::ceiling(float best_rate, int32_t backlog, int32_t n_reeval) const {
+double cost_model::ceiling(float best_rate, int32_t backlog, double target_work) const {
     std::vector<float> chain(std::max(0, n_max() - 1));
     float v = 1.0f;
     for (float & value : chain) {
         value = v *= best_rate;
     }
     int32_t n = 1;
-    const double once = backlog * pair_cost_ + n_reeval * cost(n_max()) / n_max();
+    const double once = backlog * pair_cost_ + target_work * cost(n_max()) / n_max();
     return best_speed(chain, draft_cost() + once / N_PROBE_FIRST, n);
 }
 
-bool cost_model::could_pay(float best_rate, int32_t backlog, int32_t n_reeval) const {
-    return curve_.empty() || ceiling(best_rate, backlog, n_reeval) > 1.0 + MIN_GAIN;
+bool cost_model::could_pay(float best_rate, int32_t backlog, double target_work) const {
+    return curve_.empty() || ceiling(best_rate, backlog, target_work) > 1.0 + MIN_GAIN;
 }
 
 bool cost_model::worth_drafting(float best_rate, int32_t backlog) {
     if (curve_.empty()) {
         return true;
     }
-    if (!could_pay(best_rate, backlog, 0)) {
+    if (!could_pay(best_rate, backlog, 0.0)) {
         n_probe_left_ = 0; // no probe could find a gain the best case does not hold
         return false;
     }

@@ -756,10 +756,10 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         }
     }
     // with the budget from the curve, the drafter joins a request only where its ceiling clears the floor,
-    // its catch-up over the prompt counted and, where a request without it left it behind the target's cache,
-    // the cached tokens the target must evaluate again for their features. A request without it pays for no
-    // features: its prefill and its decodes are plain decoding's
-    // Only the pairs the drafter's catch-up reads get features: from n_read on (its window over a long prompt)
+    // its catch-up over the prompt counted and the target's work for its features: the cached tokens it must
+    // evaluate again where a request without the drafter left it behind, and the feature rows of the others.
+    // Only the pairs the drafter's catch-up reads get features: from n_read on (its window over a long prompt).
+    // A request without it pays for no features: its prefill and its decodes are plain decoding's
     const bool auto_budget = gp.spec.n_nodes_max == 0;
     const int32_t n_prompt = (int32_t) prompt.size();
     int32_t n_keep = n_common;
@@ -768,8 +768,11 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         const int32_t n_more = n_prompt - n_kept_dft;
         const int32_t backlog = dft->backlog(n_more);
         n_read = std::max(n_kept_dft, n_prompt - backlog);
+        // cached tokens evaluated again whole; the other features cost their rows' last layer
         const int32_t n_reeval = std::max(0, keep_for(*dft) - n_read);
-        if (!auto_budget || cost_.could_pay(dft->best_rate(), backlog, n_reeval)) {
+        const int32_t n_rows = n_prompt - std::max(n_read, n_common);
+        const double target_work = n_reeval + (double) n_rows / llama_model_n_layer(model_);
+        if (!auto_budget || cost_.could_pay(dft->best_rate(), backlog, target_work)) {
             n_keep = std::min(n_common, n_read);
         } else {
             dft = nullptr;

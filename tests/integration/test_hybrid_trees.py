@@ -152,8 +152,8 @@ def test_the_ceiling_counts_the_drafters_measured_cost(tiny_path, drafter_path):
     # each node costs 0.95 steps: a chain of sure nodes would pay for free (16 tokens for 15.25 steps), not once a
     # cycle's drafting costs more than 0.44 of a step (the random drafter's costs about 2 tiny-target steps). That cost
     # is measured when the drafter is loaded, so not even the first request drafts; an engine that has not measured it
-    # (cost 0) drafts on the first cycles of a request on an emptied cache (nothing for the target to evaluate again
-    # for the drafter), until it has, and never again
+    # (cost 0) drafts on the first cycles of a request of 8 tokens on an emptied cache (their features cost 0.24 of
+    # a step over 16 cycles: the last layer, half a token's work on the 2-layer target), until it has, and never again
     linear = [1.0 + 0.95 * n for n in range(16)]
     llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=linear,
                      spec=SpecConfig(ngram_branches=0))
@@ -165,7 +165,7 @@ def test_the_ceiling_counts_the_drafters_measured_cost(tiny_path, drafter_path):
     assert spec.stats.n_draft_passes == 0
     llm._engine.set_draft_cost(0.0, 0.0)
     llm._engine.reset()
-    assert 0 < llm.generate(first, max_tokens=64).stats.n_draft_passes <= 4
+    assert 0 < llm.generate(llm.tokenize(first)[:8], max_tokens=64).stats.n_draft_passes <= 4
     plain = llm.generate(second, max_tokens=64, speculative=False)
     spec = llm.generate(second, max_tokens=64)
     assert spec.tokens == plain.tokens
@@ -233,6 +233,24 @@ def test_the_ceiling_counts_the_catch_up_over_a_new_prompt(tiny_target, tmp_path
     assert (spec.stats.n_draft_passes > 0) == runs
 
 
+def test_the_ceiling_counts_the_features_of_a_new_prompt(tiny_target, tmp_path):
+    # each node costs 0.95 steps: sure nodes drafted for free pay a little (16 tokens for 15.25 steps, 1.049x). Joining
+    # a request also costs the target the last layer of every prompt token whose feature the drafter reads (half a
+    # token's work on the 2-layer target, at 0.95 of a step a token), spread over 16 cycles: 0.3 of a step a cycle for
+    # a 10-token prompt, which still pays, 7 for a ~240-token one, which does not, so the drafter stays out of it
+    linear = [1.0 + 0.95 * n for n in range(16)]
+    llm = EdgeFalcon(tiny_target.path, drafter=_rates_drafter(tiny_target, tmp_path, 1.0), n_ctx=2048, n_threads=2,
+                     verify_cost=linear, spec=SpecConfig(ngram_branches=0))
+    llm._engine.set_draft_cost(0.0, 0.0)
+    long_prompt = llm.tokenize(load_prompts("gsm8k", 1)[0])
+    assert len(long_prompt) > 200
+    for prompt, joins in ((long_prompt[:10], True), (long_prompt, False)):
+        llm._native_engine().reset()
+        out = llm.generate(prompt, max_tokens=8)
+        assert out.tokens == llm.generate(prompt, max_tokens=8, speculative=False).tokens
+        assert out.stats.drafter_joined == joins, len(prompt)
+
+
 def _common(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
@@ -258,12 +276,14 @@ def test_a_request_the_drafter_cannot_pay_for_decodes_plainly_from_its_prefill(t
     assert nxt.stats.n_prefill == len(turn) - n_cached + (1 if joins else 0)
 
 
-@pytest.mark.parametrize(("curve", "joins"), [(CHEAP, True), ([1.0 + 0.95 * n for n in range(16)], False)])
+@pytest.mark.parametrize(("curve", "joins"), [(CHEAP, True), ([1.0 + 0.55 * n for n in range(16)], False)])
 def test_a_drafter_left_behind_joins_only_where_evaluating_the_cache_again_pays(tiny_target, tmp_path, curve, joins):
     # a plain request on a fresh engine leaves the drafter behind the target's cache. Sure nodes (rate 1) drafted for
     # free pay under both curves; to join the next request on the same prompt the drafter needs the target to
-    # evaluate the ~240 cached tokens again for their features: free under the flat curve, at 0.95 of a step each
-    # under the linear one, which then decodes on the cache as it is
+    # evaluate the ~240 cached tokens again for their features: free under the flat curve, at 0.58 of a step each
+    # under the linear one (8.6 steps a cycle over 16 cycles, against 9.25 for 16 sure tokens), which then decodes on
+    # the cache as it is. On an emptied cache the features cost the last layer of each prompt token only (half a
+    # token's work on the 2-layer target: 4.3 steps a cycle), and the drafter joins under both
     llm = EdgeFalcon(tiny_target.path, drafter=_rates_drafter(tiny_target, tmp_path, 1.0), n_ctx=2048, n_threads=2,
                      verify_cost=curve, spec=SpecConfig(ngram_branches=0))
     llm._engine.set_draft_cost(0.0, 0.0)

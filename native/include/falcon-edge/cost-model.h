@@ -33,8 +33,9 @@
 // prefill included, with n-gram lookup drafting alone (a steep curve: a Q4_K_M target on a CPU). A
 // request's catch-up over its prompt is counted against the ceiling too, until the drafter first drafts
 // in it: a backlog of pairs (set_draft_cost's pair cost each) spread over the N_PROBE_FIRST cycles
-// before a drafter that pays is probed again; so are, before the prefill, the cached tokens the target
-// would evaluate again for a drafter that a request without it left behind. The ceiling follows the
+// before a drafter that pays is probed again; so is, before the prefill, the target's work for the
+// drafter: the cached tokens it would evaluate again for a drafter that a request without it left
+// behind, and the last layer of every other prompt token whose feature the drafter reads. The ceiling follows the
 // curve, d and the rates (whose keys, once no longer tried, age back towards the drafter file's
 // held-out priors: acceptance.h); d is unknown (0) until the drafter has run once unless measured
 // apart (set_draft_cost: EdgeFalcon measures it when it loads a drafter, once per drafter, target and
@@ -106,18 +107,18 @@ public:
     // whether the costly proposer is expected to pay (probes every so often while it does not); never
     // where even its best case cannot pay (ceiling), `backlog` pairs to catch up on first
     bool worth_drafting(float best_rate, int32_t backlog);
-    // whether the costly proposer's best case can pay at all (the ceiling clears the 2% floor), where it
-    // first needs the target to evaluate again `n_reeval` cached tokens for their features: a request where it
-    // cannot goes without it from the prompt on (engine.cpp); true without a curve
-    bool could_pay(float best_rate, int32_t backlog, int32_t n_reeval) const;
+    // whether the costly proposer's best case can pay at all (the ceiling clears the 2% floor), where
+    // joining a request costs the target `target_work` prompt tokens' worth of work for its features: a
+    // request where it cannot goes without it from the prompt on (engine.cpp); true without a curve
+    bool could_pay(float best_rate, int32_t backlog, double target_work) const;
     // the best expected speed (relative to plain decoding) of any tree of the costly proposer, its
     // draft_cost() counted, when each node is worth at most `best_rate` times its parent: a chain of
     // values best_rate, best_rate^2, ... (a position has one right token, so its candidates' chances add
     // up to at most the best rate, and siblings that split it are worth less than one node holding it).
     // A backlog of pairs to catch up on first (a new prompt) is paid once: spread over the cycles until
-    // a drafter that pays is probed again (16), it adds its cost over 16 to each cycle's. So are n_reeval
-    // tokens the target evaluates again, each at the per-token cost of the largest tree the curve holds
-    double ceiling(float best_rate, int32_t backlog, int32_t n_reeval) const;
+    // a drafter that pays is probed again (16), it adds its cost over 16 to each cycle's. So does
+    // target_work, in prompt tokens, each at the per-token cost of the largest tree the curve holds
+    double ceiling(float best_rate, int32_t backlog, double target_work) const;
 
 private:
     // learns c(n) from a decode of n <= n_max nodes, relative to the running one-node decode time

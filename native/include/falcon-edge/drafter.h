@@ -53,7 +53,8 @@ struct drafter_params {
     // on 2 cores, more as attention grows). Measured with the shipped drafter on the target's own answers to
     // training-source prompts, top-1 agreement at depths 1 / 2, whole context -> 256-pair window: 0.443 / 0.338
     // -> 0.444 / 0.332 (16 prompts of 55-589 tokens) and 0.292 / 0.197 -> 0.300 / 0.183 (8 of 462-722 tokens),
-    // changes within the sampling error (0.01-0.02)
+    // changes within the sampling error (0.01-0.02). The engine has the target compute features for the window
+    // only. Smaller windows lose code context: HumanEval τ 1.432 -> 1.400 at 64 (bench/window.py, Q4_K_M)
     int32_t n_window  = 256;
 };
 
