@@ -369,70 +369,66 @@ def test_catch_up_leaves_the_kv_of_one_context_pass(native, tiny_target, tmp_pat
     assert max_diff(outs[1][1], outs[0][1])[0] <= TOLERANCE["f32"]
 
 
-def test_a_backlog_beyond_the_window_is_left_out_of_the_context(native, tiny_target, tmp_path):
-    """A backlog of more than n_window pairs keeps the last n_window of it (whole blocks) and its last block: the
-    outputs are those of a drafter given those pairs alone (RoPE sees relative positions only), for the context pass,
-    tree blocks and pairs pushed later, and they differ from the whole context's; truncating into the pairs left out
-    evaluates the kept ones anew, windowed again."""
+def _window_case(native, tiny_target, tmp_path, seed: int, n: int):
+    """A k = 3 drafter, its generator, n random pairs (feats [n, 64], toks [n]) and alone(lo, hi): a drafter without a
+    window given the pairs [lo, hi) only."""
     path = make_drafter(tiny_target, tmp_path / "d.gguf", block_size=3, n_layer=2)
-    rng = np.random.default_rng(6)
-    feats = rng.standard_normal((50, 64)).astype(np.float32)
-    toks = rng.integers(0, 320, 50).astype(np.int32)
+    rng = np.random.default_rng(seed)
+    feats = rng.standard_normal((n, 64)).astype(np.float32)
+    toks = rng.integers(0, 320, n).astype(np.int32)
 
     def alone(lo: int, hi: int):
         dft = native.Drafter(str(path), str(tiny_target), n_batch=7, n_threads=2, n_window=0)
         dft.push_pairs(feats[lo:hi], toks[lo:hi])
         return dft
 
-    def same(got, want):
-        for g, w in zip(got, want, strict=True):
-            assert max_diff(g, w)[0] <= 10 * TOLERANCE["f32"] * max_diff(g, w)[1]
+    return path, rng, feats, toks, alone
 
+
+def _same_outputs(got, want):
+    """Two (feat, logits) results equal up to float32 rounding."""
+    for g, w in zip(got, want, strict=True):
+        assert max_diff(g, w)[0] <= 10 * TOLERANCE["f32"] * max_diff(g, w)[1]
+
+
+def test_a_backlog_beyond_the_window_is_left_out_of_the_context(native, tiny_target, tmp_path):
+    """A backlog of more than n_window pairs keeps the last n_window of it (whole blocks) and its last block: the
+    outputs are those of a drafter given those pairs alone (RoPE sees relative positions only), for the context pass,
+    tree blocks and pairs pushed later, and they differ from the whole context's; truncating into the pairs left out
+    evaluates the kept ones anew, windowed again."""
+    path, rng, feats, toks, alone = _window_case(native, tiny_target, tmp_path, seed=6, n=50)
     # 40 pairs, block 3: the backlog before the last block ends at 37, the window of 10 is 9 pairs: 28 .. 39 stay
     windowed = native.Drafter(str(path), str(tiny_target), n_batch=7, n_threads=2, n_window=10)
     windowed.push_pairs(feats[:40], toks[:40])
     windowed.catch_up()
     reference = alone(28, 40)
-    same(windowed.eval_context(), reference.eval_context())
+    _same_outputs(windowed.eval_context(), reference.eval_context())
     block = (np.array([-1]), rng.standard_normal((1, 3, 64)).astype(np.float32), toks[40:43].reshape(1, 3).copy())
-    same(windowed.eval_blocks(*block), reference.eval_blocks(*block))
+    _same_outputs(windowed.eval_blocks(*block), reference.eval_blocks(*block))
     for dft in (windowed, reference):
         dft.push_pairs(feats[40:46], toks[40:46])
-    same(windowed.eval_context(), reference.eval_context())
+    _same_outputs(windowed.eval_context(), reference.eval_context())
     whole = alone(0, 46)
     assert max_diff(whole.eval_context()[0], reference.eval_context()[0])[0] > 1e3 * TOLERANCE["f32"]
 
     windowed.truncate(20)  # into the pairs left out: 0 .. 19 are evaluated anew, and 8 .. 19 kept
-    same(windowed.eval_context(), alone(8, 20).eval_context())
+    _same_outputs(windowed.eval_context(), alone(8, 20).eval_context())
 
 
 def test_pairs_pushed_without_features_are_never_read(native, tiny_target, tmp_path):
     """Pairs pushed without features (the target computed none: they lie before the window) stay out of the context,
     whether or not a window applies: the outputs are those of a drafter given the later pairs alone, also after a
     truncation into them, and the unread pairs count as pairs (positions) all the same."""
-    path = make_drafter(tiny_target, tmp_path / "d.gguf", block_size=3, n_layer=2)
-    rng = np.random.default_rng(7)
-    feats = rng.standard_normal((40, 64)).astype(np.float32)
-    toks = rng.integers(0, 320, 40).astype(np.int32)
-
-    def alone(lo: int, hi: int):
-        dft = native.Drafter(str(path), str(tiny_target), n_batch=7, n_threads=2, n_window=0)
-        dft.push_pairs(feats[lo:hi], toks[lo:hi])
-        return dft
-
-    def same(got, want):
-        for g, w in zip(got, want, strict=True):
-            assert max_diff(g, w)[0] <= 10 * TOLERANCE["f32"] * max_diff(g, w)[1]
-
+    path, _, feats, toks, alone = _window_case(native, tiny_target, tmp_path, seed=7, n=40)
     for n_window in (0, 30):
         dft = native.Drafter(str(path), str(tiny_target), n_batch=7, n_threads=2, n_window=n_window)
         dft.push_unread(toks[:20])
         dft.push_pairs(feats[20:32], toks[20:32])
         assert dft.n_pairs == 32
-        same(dft.eval_context(), alone(20, 32).eval_context())
+        _same_outputs(dft.eval_context(), alone(20, 32).eval_context())
         dft.truncate(10)  # into the unread pairs: the ones kept are unread as well
         dft.push_pairs(feats[10:25], toks[10:25])
-        same(dft.eval_context(), alone(10, 25).eval_context())
+        _same_outputs(dft.eval_context(), alone(10, 25).eval_context())
     with pytest.raises(ValueError, match="token id 999"):
         dft.push_unread(np.array([999], np.int32))
 
