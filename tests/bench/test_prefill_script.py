@@ -22,8 +22,17 @@ def test_every_length_is_prefilled_alike_with_and_without_the_drafter(smollm_pat
         ratios = [s / p for p, s in zip(r["prefill_s_plain"], r["prefill_s_spec"])]
         assert r["median_ratio"] == pytest.approx(statistics.median(ratios)), n
         assert r["fastest_ratio"] == pytest.approx(min(r["prefill_s_spec"]) / min(r["prefill_s_plain"])), n
+    # the drafter's own window (256) covers both prompts
+    assert [r["n_prompt_features"] for r in report["lengths"].values()] == [16, 48]
     table = prefill.format_table(report)
     assert "median ratio" in table and len(table.splitlines()) == 4
+
+
+def test_a_window_bounds_the_features_computed(smollm_path):
+    # a 16-token window and the drafter's last block (k = 2): 18 feature rows for 48 tokens, all 16 of a 16-token prompt
+    report = bench_scripts.load("prefill").measure(str(smollm_path), None, [16, 48], repeats=1, n_threads=1, window=16)
+    assert report["window"] == 16
+    assert [r["n_prompt_features"] for r in report["lengths"].values()] == [16, 18]
 
 
 def test_lengths_beyond_the_context_are_refused(smollm_path):
