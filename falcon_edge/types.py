@@ -22,8 +22,8 @@ class SpecStats:
         n_draft_passes: drafter forward passes.
         drafter_joined: the drafter took part, fed with the target's features from the prefill on. False without
             a drafter, and where the engine found before the prefill that even the drafter's best case could not pay
-            for this request on this device (its catch-up over the prompt counted): the request then costs what
-            plain decoding costs, n-gram lookup aside.
+            for this request on this device (its catch-up over the prompt and the target's work for its features
+            counted): the request then costs what plain decoding costs, n-gram lookup aside.
         n_prompt_features: prompt positions the target computed its features of for the drafter: the drafter's
             window over the prompt (its last 256 tokens at most) less what it kept from the last request; 0 where the
             drafter did not join.

@@ -240,13 +240,7 @@ void drafter::push_pairs(const float * feat, const llama_token * tok, int32_t n)
         throw std::invalid_argument(format("push_pairs: n must be >= 0 with feat and tok given, got n %d, feat %s, tok %s", n,
                                            feat != nullptr ? "given" : "null", tok != nullptr ? "given" : "null"));
     }
-    if (n_pairs() + n > params.n_ctx) {
-        throw context_full(format("drafter context full: %d pairs + %d new exceed n_ctx %d", n_pairs(), n, params.n_ctx));
-    }
-    check_tokens(tok, n);
-    feat_ctx.insert(feat_ctx.end(), feat, feat + (size_t) n * w.hparams.n_embd);
-    tok_ctx.insert(tok_ctx.end(), tok, tok + n);
-    phase_open = false;
+    append_pairs(feat, tok, n);
 }
 
 void drafter::push_unread(const llama_token * tok, int32_t n) {
@@ -254,14 +248,23 @@ void drafter::push_unread(const llama_token * tok, int32_t n) {
         throw std::invalid_argument(format("push_unread: n must be >= 0 with tok given, got n %d, tok %s", n,
                                            tok != nullptr ? "given" : "null"));
     }
+    append_pairs(nullptr, tok, n);
+    n_read = n_pairs();
+}
+
+void drafter::append_pairs(const float * feat, const llama_token * tok, int32_t n) {
     if (n_pairs() + n > params.n_ctx) {
         throw context_full(format("drafter context full: %d pairs + %d new exceed n_ctx %d", n_pairs(), n, params.n_ctx));
     }
     check_tokens(tok, n);
-    // rows keep pair i at feat_ctx row i; zeros stand where no feature was computed, and are never read
-    feat_ctx.resize(feat_ctx.size() + (size_t) n * w.hparams.n_embd, 0.0f);
+    const size_t n_feat = (size_t) n * w.hparams.n_embd;
+    if (feat != nullptr) {
+        feat_ctx.insert(feat_ctx.end(), feat, feat + n_feat);
+    } else {
+        // row i stays pair i's: zeros stand where no feature was computed, and are never read
+        feat_ctx.resize(feat_ctx.size() + n_feat, 0.0f);
+    }
     tok_ctx.insert(tok_ctx.end(), tok, tok + n);
-    n_read     = n_pairs();
     phase_open = false;
 }
 

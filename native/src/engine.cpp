@@ -767,16 +767,16 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
     if (dft != nullptr && dft->needs_features()) {
         const int32_t n_more = n_prompt - n_kept_dft;
         const int32_t backlog = dft->backlog(n_more);
-        n_read = std::max(n_kept_dft, n_prompt - backlog);
+        const int32_t first_read = std::max(n_kept_dft, n_prompt - backlog);
         // cached tokens evaluated again whole; the other features cost their rows' last layer
-        const int32_t n_reeval = std::max(0, keep_for(*dft) - n_read);
-        const int32_t n_rows = n_prompt - std::max(n_read, n_common);
+        const int32_t n_reeval = std::max(0, keep_for(*dft) - first_read);
+        const int32_t n_rows = n_prompt - std::max(first_read, n_common);
         const double target_work = n_reeval + (double) n_rows / llama_model_n_layer(model_);
         if (!auto_budget || cost_.could_pay(dft->best_rate(), backlog, target_work)) {
-            n_keep = std::min(n_common, n_read);
+            n_keep = std::min(n_common, first_read);
+            n_read = first_read;
         } else {
             dft = nullptr;
-            n_read = n_prompt;
         }
     }
     const bool need_feat = dft != nullptr && dft->needs_features();

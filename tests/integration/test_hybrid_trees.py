@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.prefix import common_prefix
 from helpers.tiny_drafter import checkpoint_of, make_tiny_drafter
 
 from falcon_edge import EdgeFalcon, cost_curve
@@ -251,10 +252,6 @@ def test_the_ceiling_counts_the_features_of_a_new_prompt(tiny_target, tmp_path):
         assert out.stats.drafter_joined == joins, len(prompt)
 
 
-def _common(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-
-
 @pytest.mark.parametrize(("curve", "rate", "joins"), [(STEEP, 0.3, False), (CHEAP, 0.9, True)])
 def test_a_request_the_drafter_cannot_pay_for_decodes_plainly_from_its_prefill(tiny_target, tmp_path, curve, rate,
                                                                               joins):
@@ -269,7 +266,7 @@ def test_a_request_the_drafter_cannot_pay_for_decodes_plainly_from_its_prefill(t
     assert reply.tokens == plain.generate(first, max_tokens=16).tokens
     assert reply.stats.drafter_joined == joins and (reply.stats.n_draft_passes > 0) == joins
     turn = first + reply.tokens + llm.tokenize(" Then what?", add_special=False)
-    n_cached = _common(llm._native_engine().cached_tokens(), turn)
+    n_cached = common_prefix(llm._native_engine().cached_tokens(), turn)
     nxt = llm.generate(turn, max_tokens=16)
     assert nxt.tokens == plain.generate(turn, max_tokens=16).tokens
     assert nxt.stats.drafter_joined == joins

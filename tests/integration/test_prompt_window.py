@@ -10,6 +10,7 @@ context after them. Every generation stays token-identical to plain decoding.
 from __future__ import annotations
 
 import pytest
+from helpers.prefix import common_prefix
 from helpers.tiny_drafter import checkpoint_of, make_tiny_drafter
 
 from falcon_edge import EdgeFalcon
@@ -60,9 +61,7 @@ def _same_as_plain(llm, plain, tokens):
 
 def _cached(llm, tokens: list[int]) -> int:
     """The prompt positions the target's cache holds for `tokens` (the last one is always evaluated)."""
-    cached = llm._native_engine().cached_tokens()
-    n = next((i for i, (x, y) in enumerate(zip(cached, tokens)) if x != y), min(len(cached), len(tokens)))
-    return min(n, len(tokens) - 1)
+    return min(common_prefix(llm._native_engine().cached_tokens(), tokens), len(tokens) - 1)
 
 
 def test_a_long_prompt_costs_the_features_of_the_window_only(llm, plain, prompt):

@@ -197,6 +197,8 @@ private:
     // most n_batch pairs cut at block ends; the outputs are those of the last graph
     void eval_range(int32_t c0, int32_t end, std::vector<float> & out_feat, std::vector<float> & out_logits);
     void check_tokens(const llama_token * tok, size_t n) const;
+    // appends n pairs after checking room and token ids; feat null: rows of zeros (push_unread)
+    void append_pairs(const float * feat, const llama_token * tok, int32_t n);
     // the first pair a catch-up to `end` (a block end) evaluates: n_cached, or where more than n_window pairs
     // are pending, end - the window in whole blocks; never a pair before n_read (up to end)
     int32_t window_start(int32_t end) const;
