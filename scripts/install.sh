@@ -9,7 +9,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # the pin lives in pyproject.toml only
 PIN=$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | head -n 1)
-# ggml's AMX int8 kernel crashes on batched Q4_1 matmuls on AMX CPUs (seen on this project's build
+# ggml's AMX int8 kernel crashes on batched Q4_1 and Q4_K matmuls on AMX CPUs (seen on this project's build
 # machines with llama-cpp-python 0.3.36); native builds keep every other CPU feature
 LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=ON -DCMAKE_C_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16 -DCMAKE_CXX_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16"}
 if [ -n "${CMAKE_ARGS:-}" ]; then
