@@ -585,7 +585,6 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, in
     const int32_t n = (int32_t) prompt.size();
     const int32_t n_embd_tgt = n_embd();
     const bool need_feat = n_read < n;
-    llama_set_embeddings(ctx_, need_feat);
     feats.assign((size_t) (n - n_read) * n_embd_tgt, 0.0f);
     // features make every token from n_read an output, and each skips the LM head: the last one's logits then
     // come from the path head over its feature, or without one from a decode of its own (when the prompt is
@@ -594,9 +593,13 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, in
     const bool skip = need_feat && head_skippable_ && (!need_logits || by_path || n - n_read > N_SKIP_HEAD_MIN);
     const int32_t n_head = skip && need_logits && !by_path ? n - 1 : n; // tokens [n_keep, n_head) skip the head
     batch_owner bo(params_.n_batch);
+    int32_t n_rows_feat = 0;
     for (int32_t start = n_keep; start < n;) {
-        const int32_t stop = std::min(start + params_.n_batch, start < n_head ? n_head : n);
+        // llama.cpp outputs every token of a decode with embeddings on, whatever the batch marks: the tokens
+        // before n_read go in decodes of their own, with embeddings off
+        const int32_t stop = std::min({start + params_.n_batch, start < n_head ? n_head : n, start < n_read ? n_read : n});
         const int32_t cnt = stop - start;
+        const bool feat_rows = stop > n_read;
         for (int32_t i = 0; i < cnt; ++i) {
             bo.b.token[i] = prompt[start + i];
             bo.b.pos[i] = start + i;
@@ -605,10 +608,12 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, in
             bo.b.logits[i] = start + i >= n_read || start + i == n - 1;
         }
         bo.b.n_tokens = cnt;
+        llama_set_embeddings(ctx_, feat_rows);
         skip_head_ = skip && start < n_head;
         const int rc = llama_decode(ctx_, bo.b);
         skip_head_ = false;
         check_decode(rc, format("prompt tokens %d..%d", start, stop - 1));
+        n_rows_feat += feat_rows ? cnt : 0;
         for (int32_t i = std::max(0, n_read - start); i < cnt; ++i) {
             const float * f = llama_get_embeddings_ith(ctx_, i);
             std::copy(f, f + n_embd_tgt, feats.begin() + (size_t) (start + i - n_read) * n_embd_tgt);
@@ -616,7 +621,7 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, in
         start = stop;
     }
     st.n_prefill = n - n_keep;
-    st.n_prompt_features = n - n_read;
+    st.n_prompt_features = n_rows_feat;
     if (by_path) {
         logits.resize(n_vocab());
         head_->logits(feats.data() + (size_t) (n - 1 - n_read) * n_embd_tgt, 1, logits.data());
