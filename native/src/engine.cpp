@@ -595,9 +595,10 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, in
     batch_owner bo(params_.n_batch);
     int32_t n_rows_feat = 0;
     for (int32_t start = n_keep; start < n;) {
-        // llama.cpp outputs every token of a decode with embeddings on, whatever the batch marks: the tokens
-        // before n_read go in decodes of their own, with embeddings off
-        const int32_t stop = std::min({start + params_.n_batch, start < n_head ? n_head : n, start < n_read ? n_read : n});
+        // llama.cpp outputs every token of a decode with embeddings on, whatever the batch marks: only the chunks
+        // holding feature rows turn them on. The chunks stay plain decoding's: batched kernels round by batch
+        // shape, and a cut at n_read flipped a near-tie at the first token (Q4_K_M, a 371-token prompt)
+        const int32_t stop = std::min(start + params_.n_batch, start < n_head ? n_head : n);
         const int32_t cnt = stop - start;
         const bool feat_rows = stop > n_read;
         for (int32_t i = 0; i < cnt; ++i) {

@@ -29,10 +29,11 @@ def test_every_length_is_prefilled_alike_with_and_without_the_drafter(smollm_pat
 
 
 def test_a_window_bounds_the_features_computed(smollm_path):
-    # a 16-token window and the drafter's last block (k = 2): 18 feature rows for 48 tokens, all 16 of a 16-token prompt
-    report = bench_scripts.load("prefill").measure(str(smollm_path), None, [16, 48], repeats=1, n_threads=1, window=16)
+    # a 16-token window and the drafter's last block (k = 2) start at token 582 of 600: the tokens decoded with
+    # features on are those of the prompt's 256-token chunk holding it, from 512 on; all 16 of a 16-token prompt
+    report = bench_scripts.load("prefill").measure(str(smollm_path), None, [16, 600], repeats=1, n_threads=1, window=16)
     assert report["window"] == 16
-    assert [r["n_prompt_features"] for r in report["lengths"].values()] == [16, 18]
+    assert [r["n_prompt_features"] for r in report["lengths"].values()] == [16, 600 - 512]
 
 
 def test_lengths_beyond_the_context_are_refused(smollm_path):
