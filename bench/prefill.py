@@ -4,10 +4,10 @@ target's features for the drafter, in one process.
 One engine with a fixed tree budget, so that the drafter joins every speculative request (whether it joins is the
 cost model's question, answered before the prefill; this measures what joining costs). Each prompt length runs as
 a new request (the cache reset) without, with, with, without, ... (`falcon-edge bench`'s balanced order), one token
-generated, so that the time is the prefill and the first token's logits. With features every prompt token of the
-drafter's window (its last 256, or `--window`; 0: all) is an output: the last layer runs for every such row (without
-features, for the last token only), each feature row is copied out, and on a CPU with the path head the last token's
-logits come from it. Reported per length: the median of the
+generated, so that the time is the prefill and the first token's logits. With features every token of the prompt's
+chunks (256 tokens) that hold the drafter's window (its last 256, or `--window`; 0: all) is an output: the last layer
+runs for every such row (without features, for the last token only), each feature row of the window is copied out,
+and on a CPU with the path head the last token's logits come from it. Reported per length: the median of the
 speculative/plain time ratios of the repeat pairs, and the ratio of the fastest runs of each. No speed-up claim: the
 end-to-end ratios of whole requests are `falcon-edge bench`'s.
 

@@ -25,8 +25,9 @@ class SpecStats:
             for this request on this device (its catch-up over the prompt and the target's work for its features
             counted): the request then costs what plain decoding costs, n-gram lookup aside.
         n_prompt_features: prompt tokens the target decoded with features on for the drafter (llama.cpp then
-            computes an output row for each): the drafter's window over the prompt (its last 256 tokens at most)
-            less what it kept from the last request; 0 where the drafter did not join.
+            computes an output row for each): those of the prompt chunks (``n_batch`` tokens) that hold the
+            drafter's window over the prompt (its last 256 tokens at most, less what it kept from the last
+            request); 0 where the drafter did not join.
         n_nodes_max: largest tree verified in one pass, root included (1 = plain decoding).
         n_head_rows: logits rows the path head computed (on a CPU the trees are decoded up to the final norm and
             the LM head runs only for the rows the acceptance walk reads; 0 when the decode gives every node's logits).

@@ -16,7 +16,7 @@ struct gen_stats {
     int32_t n_accepted_ngram = 0; // of n_accepted: offered by n-gram lookup
     int32_t n_draft_passes = 0; // drafter forward passes
     bool    drafter_joined = false; // the drafter took part: the target gave it its features from the prefill on
-    int32_t n_prompt_features = 0;  // prompt tokens decoded with features on (llama.cpp outputs each): the drafter's window
+    int32_t n_prompt_features = 0;  // prompt tokens decoded with features on (each an output): the window's chunks
     double  t_prefill_us = 0;
     double  t_draft_us   = 0;
     double  t_verify_us  = 0; // target decode of the trees (or single tokens)
