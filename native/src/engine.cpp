@@ -586,18 +586,17 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, in
     const int32_t n_embd_tgt = n_embd();
     const bool need_feat = n_read < n;
     feats.assign((size_t) (n - n_read) * n_embd_tgt, 0.0f);
-    // features make every token from n_read an output, and each skips the LM head: the last one's logits then
-    // come from the path head over its feature, or without one from a decode of its own (when the prompt is
-    // long enough for that to pay)
+    // llama.cpp makes every token of a decode with embeddings on an output, whatever the batch marks, so only the
+    // chunks holding a token from n_read on turn them on; the chunks stay plain decoding's (batched kernels round by
+    // batch shape: a cut at n_read flipped a near-tie at the first token, Q4_K_M, a 371-token prompt). Their rows
+    // skip the LM head: the last token's logits then come from the path head over its feature, or without one from
+    // a decode of its own (when the prompt is long enough for that to pay)
     const bool by_path = need_feat && need_logits && head_ != nullptr;
     const bool skip = need_feat && head_skippable_ && (!need_logits || by_path || n - n_read > N_SKIP_HEAD_MIN);
     const int32_t n_head = skip && need_logits && !by_path ? n - 1 : n; // tokens [n_keep, n_head) skip the head
     batch_owner bo(params_.n_batch);
     int32_t n_rows_feat = 0;
     for (int32_t start = n_keep; start < n;) {
-        // llama.cpp outputs every token of a decode with embeddings on, whatever the batch marks: only the chunks
-        // holding feature rows turn them on. The chunks stay plain decoding's: batched kernels round by batch
-        // shape, and a cut at n_read flipped a near-tie at the first token (Q4_K_M, a 371-token prompt)
         const int32_t stop = std::min(start + params_.n_batch, start < n_head ? n_head : n);
         const int32_t cnt = stop - start;
         const bool feat_rows = stop > n_read;
