@@ -580,6 +580,10 @@ std::vector<float> engine::tree_logits(const std::vector<llama_token> & tokens, 
 
 // ---- generation ----
 
+int32_t engine::first_feature_row(int32_t n_keep, int32_t n_read) const {
+    return n_keep + (std::max(n_read, n_keep) - n_keep) / params_.n_batch * params_.n_batch;
+}
+
 void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, int32_t n_read, bool need_logits,
                      gen_stats & st, std::vector<float> & feats, std::vector<float> & logits) {
     const int32_t n = (int32_t) prompt.size();
@@ -773,9 +777,11 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         const int32_t n_more = n_prompt - n_kept_dft;
         const int32_t backlog = dft->backlog(n_more);
         const int32_t first_read = std::max(n_kept_dft, n_prompt - backlog);
-        // cached tokens evaluated again whole; the other features cost their rows' last layer
+        // cached tokens evaluated again whole; the other tokens of the chunks decoded with embeddings on cost their
+        // rows' last layer
         const int32_t n_reeval = std::max(0, keep_for(*dft) - first_read);
-        const int32_t n_rows = n_prompt - std::max(first_read, n_common);
+        const int32_t first_feat = first_feature_row(std::min(n_common, first_read), first_read);
+        const int32_t n_rows = n_prompt - std::max(first_feat, n_common);
         const double target_work = n_reeval + (double) n_rows / llama_model_n_layer(model_);
         if (!auto_budget || cost_.could_pay(dft->best_rate(), backlog, target_work)) {
             n_keep = std::min(n_common, first_read);

@@ -252,6 +252,27 @@ def test_the_ceiling_counts_the_features_of_a_new_prompt(tiny_target, tmp_path):
         assert out.stats.drafter_joined == joins, len(prompt)
 
 
+@pytest.mark.parametrize(("n_features", "joins"), [(10, True), (25, False)])
+def test_the_ceiling_counts_every_row_of_the_chunks_decoded_with_features(tiny_target, tmp_path, n_features, joins):
+    # as above, where up to ~14 feature rows still pay: a drafter reading the last 8 pairs of a fresh prompt (10
+    # positions with the last block) costs the target the last layer of every token from the start of the 16-token
+    # chunk holding them (llama.cpp outputs every token of a decode with features on): 10 rows where they start a
+    # chunk, 25 where they start at a chunk's last token. The ceiling counts the 25, so the drafter stays out of that
+    # request; with a fixed budget it joins, and the target computes those 25 rows
+    drafter = _rates_drafter(tiny_target, tmp_path, 1.0)
+    prompt = EdgeFalcon(tiny_target.path, drafter=None).tokenize(load_prompts("gsm8k", 1)[0])[:64 + n_features]
+    linear = [1.0 + 0.95 * n for n in range(16)]
+    for tree_budget in (0, 6):
+        llm = EdgeFalcon(tiny_target.path, drafter=drafter, n_ctx=2048, n_threads=2, n_batch=16, tree_budget=tree_budget,
+                         verify_cost=linear, spec=SpecConfig(ngram_branches=0))
+        llm._native_engine().load_drafter(str(drafter), 2, 8)
+        llm._engine.set_draft_cost(0.0, 0.0)
+        out = llm.generate(prompt, max_tokens=8)
+        assert out.tokens == llm.generate(prompt, max_tokens=8, speculative=False).tokens
+        assert out.stats.drafter_joined == (joins or tree_budget > 0)
+        assert out.stats.n_prompt_features == (n_features if out.stats.drafter_joined else 0)
+
+
 @pytest.mark.parametrize(("curve", "rate", "joins"), [(STEEP, 0.3, False), (CHEAP, 0.9, True)])
 def test_a_request_the_drafter_cannot_pay_for_decodes_plainly_from_its_prefill(tiny_target, tmp_path, curve, rate,
                                                                               joins):

@@ -35,7 +35,8 @@
 // in it: a backlog of pairs (set_draft_cost's pair cost each) spread over the N_PROBE_FIRST cycles
 // before a drafter that pays is probed again; so is, before the prefill, the target's work for the
 // drafter: the cached tokens it would evaluate again for a drafter that a request without it left
-// behind, and the last layer of every other prompt token whose feature the drafter reads. The ceiling follows the
+// behind, and the last layer of every other token of the prompt chunks decoded with embeddings on (those holding a
+// token whose feature the drafter reads: llama.cpp outputs every token of such a decode). The ceiling follows the
 // curve, d and the rates (whose keys, once no longer tried, age back towards the drafter file's
 // held-out priors: acceptance.h); d is unknown (0) until the drafter has run once unless measured
 // apart (set_draft_cost: EdgeFalcon measures it when it loads a drafter, once per drafter, target and
