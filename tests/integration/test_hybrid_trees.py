@@ -23,6 +23,7 @@ from falcon_edge.train.target_weights import read_target_meta
 
 STEEP = [1.0, 1.5, 2.0, 2.1, 2.4, 2.7, 3.3, 5.4, 5.7, 5.8, 6.2, 7.6, 7.9, 6.9, 7.8, 7.2]
 CHEAP = [1.0] * 16
+LINEAR = [1.0 + 0.95 * n for n in range(16)]  # each node costs 0.95 of a step
 MAX_TOKENS = 96
 
 
@@ -155,8 +156,7 @@ def test_the_ceiling_counts_the_drafters_measured_cost(tiny_path, drafter_path):
     # is measured when the drafter is loaded, so not even the first request drafts; an engine that has not measured it
     # (cost 0) drafts on the first cycles of a request of 8 tokens on an emptied cache (their features cost 0.24 of
     # a step over 16 cycles: the last layer, half a token's work on the 2-layer target), until it has, and never again
-    linear = [1.0 + 0.95 * n for n in range(16)]
-    llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=linear,
+    llm = EdgeFalcon(tiny_path, drafter=drafter_path, n_ctx=2048, n_threads=2, verify_cost=LINEAR,
                      spec=SpecConfig(ngram_branches=0))
     assert llm._engine.draft_cost() > 0.44
     first, second = load_prompts("gsm8k", 2)
@@ -236,12 +236,11 @@ def test_the_ceiling_counts_the_catch_up_over_a_new_prompt(tiny_target, tmp_path
 
 def test_the_ceiling_counts_the_features_of_a_new_prompt(tiny_target, tmp_path):
     # each node costs 0.95 steps: sure nodes drafted for free pay a little (16 tokens for 15.25 steps, 1.049x). Joining
-    # a request also costs the target the last layer of every prompt token whose feature the drafter reads (half a
+    # a request also costs the target the last layer of the prompt's tokens, as it reads their features (half a
     # token's work on the 2-layer target, at 0.95 of a step a token), spread over 16 cycles: 0.3 of a step a cycle for
     # a 10-token prompt, which still pays, 7 for a ~240-token one, which does not, so the drafter stays out of it
-    linear = [1.0 + 0.95 * n for n in range(16)]
     llm = EdgeFalcon(tiny_target.path, drafter=_rates_drafter(tiny_target, tmp_path, 1.0), n_ctx=2048, n_threads=2,
-                     verify_cost=linear, spec=SpecConfig(ngram_branches=0))
+                     verify_cost=LINEAR, spec=SpecConfig(ngram_branches=0))
     llm._engine.set_draft_cost(0.0, 0.0)
     long_prompt = llm.tokenize(load_prompts("gsm8k", 1)[0])
     assert len(long_prompt) > 200
@@ -261,10 +260,9 @@ def test_the_ceiling_counts_every_row_of_the_chunks_decoded_with_features(tiny_t
     # request; with a fixed budget it joins, and the target computes those 25 rows
     drafter = _rates_drafter(tiny_target, tmp_path, 1.0)
     prompt = EdgeFalcon(tiny_target.path, drafter=None).tokenize(load_prompts("gsm8k", 1)[0])[:64 + n_features]
-    linear = [1.0 + 0.95 * n for n in range(16)]
     for tree_budget in (0, 6):
         llm = EdgeFalcon(tiny_target.path, drafter=drafter, n_ctx=2048, n_threads=2, n_batch=16, tree_budget=tree_budget,
-                         verify_cost=linear, spec=SpecConfig(ngram_branches=0))
+                         verify_cost=LINEAR, spec=SpecConfig(ngram_branches=0))
         llm._native_engine().load_drafter(str(drafter), 2, 8)
         llm._engine.set_draft_cost(0.0, 0.0)
         out = llm.generate(prompt, max_tokens=8)
