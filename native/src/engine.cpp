@@ -598,12 +598,13 @@ void engine::prefill(const std::vector<llama_token> & prompt, int32_t n_keep, in
     const bool by_path = need_feat && need_logits && head_ != nullptr;
     const bool skip = need_feat && head_skippable_ && (!need_logits || by_path || n - n_read > N_SKIP_HEAD_MIN);
     const int32_t n_head = skip && need_logits && !by_path ? n - 1 : n; // tokens [n_keep, n_head) skip the head
+    const int32_t first_feat = need_feat ? first_feature_row(n_keep, n_read) : n;
     batch_owner bo(params_.n_batch);
     int32_t n_rows_feat = 0;
     for (int32_t start = n_keep; start < n;) {
         const int32_t stop = std::min(start + params_.n_batch, start < n_head ? n_head : n);
         const int32_t cnt = stop - start;
-        const bool feat_rows = stop > n_read;
+        const bool feat_rows = start >= first_feat;
         for (int32_t i = 0; i < cnt; ++i) {
             bo.b.token[i] = prompt[start + i];
             bo.b.pos[i] = start + i;
@@ -780,11 +781,11 @@ gen_result engine::generate(const std::vector<llama_token> & prompt, const gener
         // cached tokens evaluated again whole; the other tokens of the chunks decoded with embeddings on cost their
         // rows' last layer
         const int32_t n_reeval = std::max(0, keep_for(*dft) - first_read);
-        const int32_t first_feat = first_feature_row(std::min(n_common, first_read), first_read);
-        const int32_t n_rows = n_prompt - std::max(first_feat, n_common);
+        const int32_t keep = std::min(n_common, first_read);
+        const int32_t n_rows = n_prompt - std::max(first_feature_row(keep, first_read), n_common);
         const double target_work = n_reeval + (double) n_rows / llama_model_n_layer(model_);
         if (!auto_budget || cost_.could_pay(dft->best_rate(), backlog, target_work)) {
-            n_keep = std::min(n_common, first_read);
+            n_keep = keep;
             n_read = first_read;
         } else {
             dft = nullptr;

@@ -131,9 +131,8 @@ private:
     // positions [n_read, n) (n_read >= n_keep; n: none), and logits [n_vocab] with the last token's when need_logits
     void prefill(const std::vector<llama_token> & prompt, int32_t n_keep, int32_t n_read, bool need_logits, gen_stats & st,
                  std::vector<float> & feats, std::vector<float> & logits);
-    // the first position prefill(prompt, n_keep, n_read, ...) decodes with embeddings on, every token from there on
-    // running the target's last layer: the start of its n_batch chunk (from n_keep) that holds n_read (where the
-    // last token is decoded apart and n_read is that token, one chunk early: an estimate's bound)
+    // the first position prefill(prompt, n_keep, n_read, ...) decodes with embeddings on (n_read < prompt size), every
+    // token from there on running the target's last layer: the start of its n_batch chunk (from n_keep) holding n_read
     int32_t first_feature_row(int32_t n_keep, int32_t n_read) const;
     proposer * proposer_for(const std::string & mode) const;
     // maps the target's LM head and keeps it when its logits of one decoded token equal the decode's
