@@ -22,18 +22,15 @@ import statistics
 import sys
 from pathlib import Path
 
-import gguf
 import numpy as np
+
+from falcon_edge.train.target_weights import read_target_meta
 
 
 @functools.cache
 def n_layer(target: str) -> int:
-    """The target's layer count from its GGUF metadata (`{architecture}.block_count`)."""
-    reader = gguf.GGUFReader(target)
-    arch_field = reader.fields["general.architecture"]
-    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
-    field = reader.fields[f"{arch}.block_count"]
-    return int(field.parts[field.data[0]][0])
+    """The target's layer count from its GGUF metadata, read once per target."""
+    return read_target_meta(target)["n_layer"]
 
 
 def prompt_rows(report: dict) -> list[tuple[int, float]]:
