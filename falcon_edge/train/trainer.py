@@ -90,6 +90,12 @@ class TrainConfig:
     csgd: CSGDConfig = field(default_factory=CSGDConfig)
 
 
+# The peak learning rate a continuation (--init-from) defaults to. A fresh AdamW at TrainConfig.lr moved the shipped
+# drafter far enough to undo what it knew: on the same new answers, 3e-4 left its agreement with the target where it
+# started and 1e-4 raised it by 0.017 (docs/training.md, session 26).
+LR_CONTINUE = 1e-4
+
+
 # ---- the draft vocabulary -----------------------------------------------------------------------
 
 
@@ -544,7 +550,8 @@ def add_cli(subparsers) -> None:
             s.add_argument("--epochs", type=int, default=2, help="passes over the training data")
             s.add_argument("--time-budget", type=float, default=0.0, help="seconds of training at most (0 = none)")
             s.add_argument("--tokens-per-batch", type=int, default=2048, help="tokens per optimizer step")
-            s.add_argument("--lr", type=float, default=3e-4, help="peak AdamW learning rate")
+            s.add_argument("--lr", type=float, default=None, help=f"peak AdamW learning rate (default: "
+                           f"{TrainConfig.lr:g}, or {LR_CONTINUE:g} with --init-from)")
             s.add_argument("--warmup", type=int, default=50, help="linear warmup steps")
             s.add_argument("--objective", default="csgd", choices=["csgd", "token-shift"],
                            help="CSGD (glancing) or EAGLE-1's token-shift objective")
@@ -580,7 +587,9 @@ def _cli_train(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         config = TrainConfig(n_layer=args.n_layer, n_ff=args.n_ff, fusion=args.fusion, block_size=args.block_size,
                              draft_vocab=args.draft_vocab, epochs=args.epochs, time_budget_s=args.time_budget,
-                             tokens_per_batch=args.tokens_per_batch, lr=args.lr, warmup_steps=args.warmup,
+                             tokens_per_batch=args.tokens_per_batch,
+                             lr=args.lr if args.lr is not None else LR_CONTINUE if args.init_from else TrainConfig.lr,
+                             warmup_steps=args.warmup,
                              seed=args.seed, amp=args.amp, csgd=CSGDConfig(objective=args.objective, lambda_schedule=args.lambda_schedule))
         from .prepare import feature_dirs
 

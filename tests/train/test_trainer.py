@@ -207,6 +207,17 @@ def test_init_from_a_drafter_gguf_takes_its_weights_and_draft_vocabulary(tiny_pa
                     init_from=tmp_path / "missing.gguf")
 
 
+def test_a_continuation_from_the_command_line_defaults_to_the_gentler_learning_rate(tiny_path, tiny_features, tmp_path):
+    args = ["train", "fit", "--target", str(tiny_path), "--extra-features", str(tiny_features), "--n-ff", "64",
+            "--draft-vocab", "200", "--epochs", "1", "--tokens-per-batch", "256", "--warmup", "2", "--amp", "off",
+            "--threads", "1"]
+    assert main([*args, "--work", str(tmp_path / "a"), "--out", str(tmp_path / "a.gguf"), "--outtype", "f32"]) == 0
+    assert main([*args, "--work", str(tmp_path / "b"), "--init-from", str(tmp_path / "a.gguf")]) == 0
+    assert main([*args, "--work", str(tmp_path / "c"), "--init-from", str(tmp_path / "a.gguf"), "--lr", "2e-3"]) == 0
+    lrs = [json.loads((tmp_path / w / "report.json").read_text())["train"]["lr"] for w in "abc"]
+    assert lrs == [trainer.TrainConfig.lr, trainer.LR_CONTINUE, 2e-3]
+
+
 def _torchrun_fit(tiny_path, features_dir, work, out, *extra):
     """`falcon-edge train fit` under torchrun with 2 CPU ranks (gloo), as docs/training.md gives it."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
