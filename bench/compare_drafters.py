@@ -67,14 +67,14 @@ def heldout_agreement(target: str, drafter: str, held: list, n_threads: int) -> 
             "alpha": float(np.mean(hits / positions))}
 
 
-def fixed_budget_trees(target: str, drafter: str, tree_budget: int, n_prompts: int, max_tokens: int, n_threads: int) -> dict:
-    """τ and accepted / drafted of drafter-only trees of `tree_budget` nodes, per benchmark set."""
+def fixed_budget_trees(target: str, drafter: str, tree_budget: int, prompts: dict, max_tokens: int, n_threads: int) -> dict:
+    """τ and accepted / drafted of drafter-only trees of `tree_budget` nodes, per benchmark set (`prompts`: its prompts)."""
     llm = EdgeFalcon(target, drafter=drafter, n_threads=n_threads, n_ctx=2048, tree_budget=tree_budget,
                      spec=SpecConfig(ngram_branches=0))
     out = {}
-    for name in SETS:
+    for name, set_prompts in prompts.items():
         cycles = accepted = drafted = 0
-        for prompt in load_prompts(name, n_prompts):
+        for prompt in set_prompts:
             # as the benchmarks decode them (and the drafter was trained): the answer to the chat-rendered prompt
             tokens = llm.chat_tokens([{"role": "user", "content": prompt}])
             st = llm.generate(tokens, max_tokens=max_tokens).stats
@@ -98,9 +98,11 @@ def main(argv: list[str]) -> int:
     target = str(resolve_model(args.target))
     results = {"target": args.target, "tree_budget": args.tree_budget, "n_prompts": args.n_prompts,
                "max_tokens": args.max_tokens, "ngram_branches": 0, "drafters": {}}
+    # read before any drafter runs: a missing set (FALCON_EDGE_DATA unset) fails now, not after the first drafter
+    prompts = {name: load_prompts(name, args.n_prompts) for name in SETS}
     held = heldout_sequences(args.work, args.seed) if args.work else None
     for path in args.drafters:
-        row = {"fixed_budget_trees": fixed_budget_trees(target, path, args.tree_budget, args.n_prompts, args.max_tokens,
+        row = {"fixed_budget_trees": fixed_budget_trees(target, path, args.tree_budget, prompts, args.max_tokens,
                                                         args.threads)}
         if held is not None:
             row["heldout_agreement"] = heldout_agreement(target, path, held, args.threads)
