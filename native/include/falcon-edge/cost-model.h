@@ -25,8 +25,10 @@
 // first cycles of every request are a probe, since what the drafter adds over n-gram lookup follows
 // the text (code, chat, arithmetic); the node values it is computed from (the calibration) and the
 // probe spacing keep their memory across requests, so a run of requests where the drafter does not
-// pay costs about one probe each. Where even the drafter's best case cannot pay (ceiling: every node
-// as likely as its best calibrated key is expected to be, d counted), no probe runs at all, so no
+// pay costs about one probe each. Where even the drafter's best case cannot pay well (ceiling: every
+// node as likely as its best calibrated key is expected to be, d counted, under 25% faster than plain
+// decoding: a bound that real text meets only in stretches; on math decoding has realized about a
+// third of its gain at best), no probe runs at all, so no
 // request pays the drafter's catch-up over its prompt either (~0.4 ms a token, of its last 256 at most,
 // for Qwen2.5-1.5B's drafter on 2 CPU cores), nor the target's features: the engine asks before the
 // prefill (could_pay), and a request the drafter cannot pay for decodes as plain decoding does, its
@@ -108,7 +110,7 @@ public:
     // whether the costly proposer is expected to pay (probes every so often while it does not); never
     // where even its best case cannot pay (ceiling), `backlog` pairs to catch up on first
     bool worth_drafting(float best_rate, int32_t backlog);
-    // whether the costly proposer's best case can pay at all (the ceiling clears the 2% floor), where
+    // whether the costly proposer's best case can pay well (the ceiling clears its 25% floor), where
     // joining a request costs the target `target_work` prompt tokens' worth of work for its features: a
     // request where it cannot goes without it from the prompt on (engine.cpp); true without a curve
     bool could_pay(float best_rate, int32_t backlog, double target_work) const;
