@@ -258,8 +258,8 @@ def test_the_ceiling_counts_every_row_of_the_chunks_decoded_with_features(tiny_t
     # as above, where up to 16 feature rows still clear the floor: a drafter reading the last 8 pairs of a fresh
     # prompt (10 positions with the last block) costs the target the last layer of every token from the start of the
     # 16-token chunk holding them (llama.cpp outputs every token of a decode with features on): 10 rows where they
-    # start a chunk, 25 where they start at a chunk's last token. The ceiling counts the 25, so the drafter stays out of that
-    # request; with a fixed budget it joins, and the target computes those 25 rows
+    # start a chunk, 25 where they start at a chunk's last token. The ceiling counts the 25, so the drafter stays out
+    # of that request; with a fixed budget it joins, and the target computes those 25 rows
     drafter = _rates_drafter(tiny_target, tmp_path, 1.0)
     prompt = EdgeFalcon(tiny_target.path, drafter=None).tokenize(load_prompts("gsm8k", 1)[0])[:64 + n_features]
     for tree_budget in (0, 6):
